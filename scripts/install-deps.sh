@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what minion needs on a Debian/Ubuntu machine, as root: the build toolchain,
+# the kernel tools the lab and tests use, and the real peers used by tests/benchmarks.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config ca-certificates curl git
+  iproute2 iptables conntrack util-linux procps kmod
+  busybox-static dnsutils sqlite3
+  runc crun containernetworking-plugins
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# kubectl: the real client. Prefer one already installed; otherwise Debian's package.
+if ! command -v kubectl >/dev/null 2>&1; then
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q kubectl 2>/dev/null \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -q kubernetes-client
+fi
+
+# Rust: the machine's toolchain if present, else rustup's stable.
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi

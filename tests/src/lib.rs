@@ -1,0 +1,132 @@
+//! Helpers for minion's end-to-end tests: they drive the real binaries (`minion-lab`,
+//! and through it every daemon) and the real `/usr/bin/kubectl`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Where the built minion binaries are: `MINION_BIN_DIR`, or the workspace's target dir.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MINION_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug")
+}
+
+/// The workspace root (for examples/).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// True when the test may run privileged steps. Not root: skip with a message, unless
+/// `CI` is set, where skipping would hide a failure, so it panics instead.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} needs root and CI is set: refusing to skip");
+    }
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+/// Runs a command; fails with its stderr when it exits non-zero.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = output(cmd)?;
+    if !out.status.success() {
+        bail!("{:?} failed ({}): {}{}", cmd, out.status, String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command and returns its output whatever its exit status.
+pub fn output(cmd: &mut Command) -> Result<Output> {
+    cmd.output().with_context(|| format!("spawning {cmd:?}"))
+}
+
+/// Polls `f` until it returns Some, for at most `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A lab brought up for one test and removed when the guard drops, even on panic.
+#[derive(Debug)]
+pub struct Lab {
+    pub name: String,
+    pub state_root: PathBuf,
+}
+
+impl Lab {
+    /// `minion-lab up --name <name> --nodes <n>` under a private state root.
+    pub fn up(prefix: &str, nodes: usize) -> Result<Lab> {
+        let name = format!("{prefix}{}", std::process::id() % 100_000);
+        let state_root = std::env::temp_dir().join(format!("minion-lab-test-{name}"));
+        let lab = Lab { name: name.clone(), state_root };
+        run(lab.lab_cmd().args(["up", "--name", &name, "--nodes", &nodes.to_string(), "--timeout", "90"]))
+            .context("minion-lab up")?;
+        Ok(lab)
+    }
+
+    fn lab_cmd(&self) -> Command {
+        let mut c = Command::new(bin_dir().join("minion-lab"));
+        c.arg("--state-dir").arg(&self.state_root).arg("--bin-dir").arg(bin_dir());
+        c
+    }
+
+    /// The real kubectl against this lab; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        run(self.lab_cmd().args(["kubectl", &self.name, "--"]).args(args))
+    }
+
+    /// A command in a node's network namespace (`cp` for the control plane).
+    pub fn exec(&self, node: &str, cmd: &[&str]) -> Result<String> {
+        run(self.lab_cmd().args(["exec", &self.name, node, "--"]).args(cmd))
+    }
+
+    /// Like `exec`, returning the raw output.
+    pub fn exec_output(&self, node: &str, cmd: &[&str]) -> Result<Output> {
+        output(self.lab_cmd().args(["exec", &self.name, node, "--"]).args(cmd))
+    }
+
+    /// This lab's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_root.join(&self.name)
+    }
+
+    /// A node's network namespace name.
+    pub fn node_netns(&self, node: &str) -> String {
+        format!("{}-{node}", self.name)
+    }
+
+    /// `minion-lab down`; the guard calls it too, so calling it twice is fine.
+    pub fn down(&self) -> Result<()> {
+        if self.state_dir().exists() {
+            run(self.lab_cmd().args(["down", &self.name]))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.down() {
+            eprintln!("cleanup of lab {}: {e:#}", self.name);
+        }
+        let _ = std::fs::remove_dir_all(&self.state_root);
+    }
+}
