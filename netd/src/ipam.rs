@@ -1,0 +1,288 @@
+//! Pod IP address management, host-local style: the node's pod CIDR is handed out one
+//! address per pod (per container id + interface), round-robin, and every allocation is a
+//! file `<dataDir>/<network>/<ip>` containing `<containerid>\n<ifname>`, so that
+//! `ls /var/lib/cni/networks/minion` shows which pod holds which IP.
+//! `last_reserved_ip.0` remembers where the round-robin stopped; a `lock` file with
+//! flock(2) serialises concurrent plugin invocations.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::config::IpamConf;
+
+/// Name of the file remembering the last handed-out address (host-local's name).
+pub const LAST_RESERVED_FILE: &str = "last_reserved_ip.0";
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "lock";
+
+/// Errors of the allocation store.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    /// Every address of the range is taken.
+    #[error("no IP addresses available in range set: {start}-{end}")]
+    Exhausted {
+        /// First address of the range.
+        start: Ipv4Addr,
+        /// Last address of the range.
+        end: Ipv4Addr,
+    },
+    /// A file or directory of the store could not be used.
+    #[error("ipam store {path}: {action}: {source}")]
+    Io {
+        /// What we were doing.
+        action: &'static str,
+        /// The path touched.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// flock(2) on the lock file failed.
+    #[error("ipam store {path}: flock: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: nix::errno::Errno,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> IpamError {
+    let path = path.to_path_buf();
+    move |source| IpamError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The set of addresses a pod may get: `[start, end]` minus network, broadcast and gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange {
+    /// First candidate.
+    pub start: Ipv4Addr,
+    /// Last candidate.
+    pub end: Ipv4Addr,
+    /// Never handed out (it is the bridge's address).
+    pub gateway: Ipv4Addr,
+    /// Never handed out.
+    pub network: Ipv4Addr,
+    /// Never handed out.
+    pub broadcast: Ipv4Addr,
+}
+
+impl AddressRange {
+    /// The range described by an ipam config.
+    pub fn from_conf(conf: &IpamConf) -> Self {
+        Self {
+            start: conf.range_start,
+            end: conf.range_end,
+            gateway: conf.gateway,
+            network: conf.subnet.network(),
+            broadcast: conf.subnet.broadcast(),
+        }
+    }
+
+    fn contains(&self, a: Ipv4Addr) -> bool {
+        (self.start..=self.end).contains(&a)
+    }
+
+    fn usable(&self, a: Ipv4Addr) -> bool {
+        a != self.gateway && a != self.network && a != self.broadcast
+    }
+
+    /// Candidates in round-robin order: the address after `last` first, wrapping
+    /// around to `start`, each usable address once. Starts at `start` when `last` is
+    /// unknown or outside the range.
+    pub fn candidates(&self, last: Option<Ipv4Addr>) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let (s, e) = (u32::from(self.start), u32::from(self.end));
+        let begin = match last {
+            Some(l) if self.contains(l) && u32::from(l) < e => u32::from(l) + 1,
+            _ => s,
+        };
+        let size = e - s + 1;
+        (0..size)
+            .map(move |i| Ipv4Addr::from(s + (begin - s + i) % size))
+            .filter(move |a| self.usable(*a))
+    }
+}
+
+/// Who holds an address: the pod sandbox (container id) and its interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_IFNAME.
+    pub ifname: String,
+}
+
+impl Owner {
+    /// An owner from its parts.
+    pub fn new(container_id: &str, ifname: &str) -> Self {
+        Self {
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+        }
+    }
+
+    fn to_file(&self) -> String {
+        format!("{}\n{}", self.container_id, self.ifname)
+    }
+
+    fn from_file(contents: &str) -> Self {
+        let mut lines = contents.lines().map(str::trim);
+        let container_id = lines.next().unwrap_or_default().to_string();
+        let ifname = lines.next().unwrap_or_default().to_string();
+        Self {
+            container_id,
+            ifname,
+        }
+    }
+}
+
+/// The allocation directory of one network, opened with its lock held.
+#[derive(Debug)]
+pub struct IpamStore {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl IpamStore {
+    /// Creates `dir` if needed and takes the exclusive lock (blocking).
+    pub fn open(dir: &Path) -> Result<Self, IpamError> {
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open lock file", &lock_path))?;
+        let lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| IpamError::Lock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// Every allocation in the store.
+    pub fn list(&self) -> Result<Vec<(Ipv4Addr, Owner)>, IpamError> {
+        let entries = fs::read_dir(&self.dir).map_err(io_err("read directory", &self.dir))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("read directory", &self.dir))?;
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            match fs::read_to_string(&path) {
+                Ok(s) => out.push((ip, Owner::from_file(&s))),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("read allocation", &path)(e)),
+            }
+        }
+        out.sort_by_key(|(ip, _)| *ip);
+        Ok(out)
+    }
+
+    /// The address held by `owner`, if any.
+    pub fn find(&self, owner: &Owner) -> Result<Option<Ipv4Addr>, IpamError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|(_, o)| o == owner)
+            .map(|(ip, _)| ip))
+    }
+
+    fn last_reserved(&self) -> Option<Ipv4Addr> {
+        fs::read_to_string(self.dir.join(LAST_RESERVED_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Gives `owner` an address in `range`: the one it already holds, else the next
+    /// free one after the last reserved (round-robin).
+    pub fn allocate(&self, range: &AddressRange, owner: &Owner) -> Result<Ipv4Addr, IpamError> {
+        if let Some(ip) = self.find(owner)? {
+            return Ok(ip);
+        }
+        for ip in range.candidates(self.last_reserved()) {
+            if self.try_reserve(ip, owner)? {
+                let last = self.dir.join(LAST_RESERVED_FILE);
+                write_atomic(&last, ip.to_string().as_bytes())?;
+                return Ok(ip);
+            }
+        }
+        Err(IpamError::Exhausted {
+            start: range.start,
+            end: range.end,
+        })
+    }
+
+    fn try_reserve(&self, ip: Ipv4Addr, owner: &Owner) -> Result<bool, IpamError> {
+        let path = self.dir.join(ip.to_string());
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(owner.to_file().as_bytes())
+                    .map_err(io_err("write allocation", &path))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_err("create allocation", &path)(e)),
+        }
+    }
+
+    /// Releases every address held by `owner`; returns them (empty when none: DEL is
+    /// idempotent).
+    pub fn release(&self, owner: &Owner) -> Result<Vec<Ipv4Addr>, IpamError> {
+        let mut released = Vec::new();
+        for (ip, o) in self.list()? {
+            if &o == owner {
+                self.remove(ip)?;
+                released.push(ip);
+            }
+        }
+        Ok(released)
+    }
+
+    /// Removes the allocation file of `ip` (missing is fine).
+    pub fn remove(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
+        let path = self.dir.join(ip.to_string());
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(io_err("remove allocation", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes `data` to `path` through a temporary file and rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), IpamError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err("write", path)(e)
+    })
+}
+
+#[cfg(test)]
+#[path = "ipam_tests.rs"]
+mod tests;

@@ -1,0 +1,372 @@
+//! [`NetOps`] over rtnetlink: the node-side bridge and veth in the namespace the plugin
+//! runs in, the pod side from a short-lived thread that has entered the pod's network
+//! namespace (setns) and opened its own netlink socket there. The calling thread never
+//! changes namespace, so nothing can be left behind in the wrong one.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
+use nix::sched::{setns, CloneFlags};
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
+
+use crate::netops::{LinkInfo, NetError, NetOps, PodAddress, VethSpec};
+
+const EEXIST: i32 = libc::EEXIST;
+const ENODEV: i32 = libc::ENODEV;
+
+/// rtnetlink-backed kernel operations.
+#[derive(Debug, Clone)]
+pub struct NetlinkOps {
+    handle: Handle,
+    proc_sys: PathBuf,
+}
+
+impl NetlinkOps {
+    /// Opens a netlink socket in the current network namespace (must run inside a tokio
+    /// runtime). `proc_sys` is normally `/proc/sys`.
+    pub fn connect(proc_sys: &Path) -> Result<Self, NetError> {
+        let handle = spawn_connection()?;
+        Ok(Self {
+            handle,
+            proc_sys: proc_sys.to_path_buf(),
+        })
+    }
+}
+
+fn spawn_connection() -> Result<Handle, NetError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Socket)?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+fn errno(e: &rtnetlink::Error) -> i32 {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
+        _ => 0,
+    }
+}
+
+fn nl(
+    action: &'static str,
+    target: impl Into<String>,
+) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let target = target.into();
+    move |source| NetError::Netlink {
+        action,
+        target,
+        source,
+    }
+}
+
+fn to_info(msg: &LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        ..Default::default()
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => info.name = n.clone(),
+            LinkAttribute::Address(a) => info.mac = a.clone(),
+            _ => {}
+        }
+    }
+    info
+}
+
+fn is_bridge(msg: &LinkMessage) -> bool {
+    msg.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, NlLinkInfo::Kind(InfoKind::Bridge))),
+        _ => false,
+    })
+}
+
+async fn find_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, NetError> {
+    let mut stream = handle.link().get().match_name(name.to_string()).execute();
+    match stream.try_next().await {
+        Ok(m) => Ok(m),
+        Err(e) if errno(&e) == ENODEV => Ok(None),
+        Err(e) => Err(nl("get link", name)(e)),
+    }
+}
+
+async fn must_find(handle: &Handle, name: &str) -> Result<LinkMessage, NetError> {
+    find_link(handle, name)
+        .await?
+        .ok_or_else(|| NetError::NoSuchLink(name.to_string()))
+}
+
+async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<(), NetError> {
+    let msg = LinkUnspec::new_with_index(index).up().build();
+    handle
+        .link()
+        .change(msg)
+        .execute()
+        .await
+        .map_err(nl("set up", name))
+}
+
+async fn ipv4_addresses(handle: &Handle, index: u32) -> Result<Vec<Ipv4Network>, NetError> {
+    let msgs: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list addresses of", format!("ifindex {index}")))?;
+    let mut out = Vec::new();
+    for m in msgs.iter().filter(|m| m.header.index == index) {
+        for a in &m.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(ip)) = a {
+                if let Ok(net) = Ipv4Network::new(*ip, m.header.prefix_len) {
+                    out.push(net);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn add_address(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    addr: Ipv4Network,
+) -> Result<(), NetError> {
+    if ipv4_addresses(handle, index).await?.contains(&addr) {
+        return Ok(());
+    }
+    match handle
+        .address()
+        .add(index, IpAddr::V4(addr.ip()), addr.prefix())
+        .execute()
+        .await
+    {
+        Err(e) if errno(&e) != EEXIST => Err(nl("add address", format!("{addr} to {name}"))(e)),
+        _ => Ok(()),
+    }
+}
+
+async fn create_bridge(handle: &Handle, name: &str, mtu: Option<u32>) -> Result<(), NetError> {
+    let mut builder = LinkBridge::new(name);
+    if let Some(m) = mtu {
+        builder = builder.mtu(m);
+    }
+    match handle.link().add(builder.build()).execute().await {
+        // Another ADD created it concurrently.
+        Err(e) if errno(&e) != EEXIST => Err(nl("create bridge", name)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn open_netns(path: &Path) -> Result<File, NetError> {
+    File::open(path).map_err(|source| NetError::Netns {
+        action: "open",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs `job` with a netlink handle opened inside the network namespace `netns`, on a
+/// dedicated thread with its own current-thread runtime.
+fn in_netns<T, F, Fut>(netns: &Path, job: F) -> Result<T, NetError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, NetError>>,
+{
+    let ns = open_netns(netns)?;
+    let path = netns.to_path_buf();
+    let thread = std::thread::spawn(move || -> Result<T, NetError> {
+        let ns_err = |action, source| NetError::Netns {
+            action,
+            path: path.clone(),
+            source,
+        };
+        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err("setns", e.into()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ns_err("start runtime", e))?;
+        rt.block_on(async move {
+            // Opened after setns: the socket belongs to the pod's namespace.
+            let handle = spawn_connection()?;
+            job(handle).await
+        })
+    });
+    thread.join().unwrap_or_else(|_| {
+        Err(NetError::Netns {
+            action: "join worker thread",
+            path: netns.to_path_buf(),
+            source: std::io::Error::other("worker thread panicked"),
+        })
+    })
+}
+
+async fn pod_setup(handle: Handle, ifname: String, addr: PodAddress) -> Result<LinkInfo, NetError> {
+    let lo = must_find(&handle, "lo").await?;
+    set_up(&handle, lo.header.index, "lo").await?;
+    let link = to_info(&must_find(&handle, &ifname).await?);
+    add_address(&handle, link.index, &ifname, addr.address).await?;
+    set_up(&handle, link.index, &ifname).await?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(addr.gateway)
+        .output_interface(link.index)
+        .build();
+    match handle.route().add(route).execute().await {
+        Err(e) if errno(&e) != EEXIST => Err(nl(
+            "add default route via",
+            format!("{} dev {ifname}", addr.gateway),
+        )(e)),
+        _ => Ok(link),
+    }
+}
+
+impl NetOps for NetlinkOps {
+    async fn ensure_bridge(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        gateway: Option<Ipv4Network>,
+    ) -> Result<LinkInfo, NetError> {
+        let msg = match find_link(&self.handle, name).await? {
+            Some(m) => m,
+            None => {
+                create_bridge(&self.handle, name, mtu).await?;
+                must_find(&self.handle, name).await?
+            }
+        };
+        if !is_bridge(&msg) {
+            return Err(NetError::NotABridge(name.to_string()));
+        }
+        let info = to_info(&msg);
+        set_up(&self.handle, info.index, name).await?;
+        if let Some(gw) = gateway {
+            add_address(&self.handle, info.index, name, gw).await?;
+        }
+        Ok(info)
+    }
+
+    async fn enable_ip_forward(&mut self) -> Result<(), NetError> {
+        let path = self.proc_sys.join("net/ipv4/ip_forward");
+        if std::fs::read_to_string(&path)
+            .map(|s| s.trim() == "1")
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        std::fs::write(&path, b"1").map_err(|source| NetError::Sysctl { path, source })
+    }
+
+    async fn delete_link(&mut self, name: &str) -> Result<bool, NetError> {
+        let Some(msg) = find_link(&self.handle, name).await? else {
+            return Ok(false);
+        };
+        match self.handle.link().del(msg.header.index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == ENODEV => Ok(false),
+            Err(e) => Err(nl("delete link", name)(e)),
+        }
+    }
+
+    async fn create_veth(&mut self, spec: &VethSpec) -> Result<LinkInfo, NetError> {
+        let ns = open_netns(&spec.netns)?;
+        let mut peer =
+            LinkUnspec::new_with_name(&spec.container_ifname).setns_by_fd(ns.as_raw_fd());
+        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(spec.host_name.clone());
+        if let Some(m) = spec.mtu {
+            peer = peer.mtu(m);
+            host = host.mtu(m);
+        }
+        let host = host.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        let target = format!(
+            "{} (peer {} in {})",
+            spec.host_name,
+            spec.container_ifname,
+            spec.netns.display()
+        );
+        self.handle
+            .link()
+            .add(host.build())
+            .execute()
+            .await
+            .map_err(nl("create veth", target))?;
+        drop(ns);
+        Ok(to_info(&must_find(&self.handle, &spec.host_name).await?))
+    }
+
+    async fn attach_to_bridge(
+        &mut self,
+        port: &str,
+        bridge: u32,
+        hairpin: bool,
+    ) -> Result<LinkInfo, NetError> {
+        let index = must_find(&self.handle, port).await?.header.index;
+        let msg = LinkUnspec::new_with_index(index)
+            .controller(bridge)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .change(msg)
+            .execute()
+            .await
+            .map_err(nl("attach to bridge", port))?;
+        let msg = LinkBridgePort::new(index).hairpin(hairpin).build();
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(nl("set hairpin mode on", port))?;
+        let mut stream = self.handle.link().get().match_index(bridge).execute();
+        match stream
+            .try_next()
+            .await
+            .map_err(nl("get bridge", format!("ifindex {bridge}")))?
+        {
+            Some(m) => Ok(to_info(&m)),
+            None => Err(NetError::NoSuchLink(format!("ifindex {bridge}"))),
+        }
+    }
+
+    async fn configure_pod(
+        &mut self,
+        netns: &Path,
+        ifname: &str,
+        addr: &PodAddress,
+    ) -> Result<LinkInfo, NetError> {
+        let (ifname, addr) = (ifname.to_string(), addr.clone());
+        in_netns(netns, move |h| pod_setup(h, ifname, addr))
+    }
+
+    async fn pod_addresses(
+        &mut self,
+        netns: &Path,
+        ifname: &str,
+    ) -> Result<Vec<Ipv4Network>, NetError> {
+        let ifname = ifname.to_string();
+        in_netns(netns, move |h| async move {
+            let index = must_find(&h, &ifname).await?.header.index;
+            ipv4_addresses(&h, index).await
+        })
+    }
+
+    async fn link_exists(&mut self, name: &str) -> Result<bool, NetError> {
+        Ok(find_link(&self.handle, name).await?.is_some())
+    }
+}

@@ -1,0 +1,67 @@
+//! `minion-proxy`: kube-proxy's iptables mode for one node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use minion_proxy::config::{parse_cidr, parse_duration};
+
+/// Programs Service NAT (kube-proxy's iptables layout) in this network namespace from
+/// the API server's Services and Endpoints.
+#[derive(Debug, Parser)]
+#[command(name = "minion-proxy", version)]
+struct Args {
+    /// kubeconfig naming the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Pod CIDR of the cluster; ClusterIP traffic from outside it is masqueraded.
+    #[arg(long, value_parser = parse_cidr, default_value = minion_api::CLUSTER_CIDR)]
+    cluster_cidr: String,
+    /// iptables-restore binary.
+    #[arg(long, default_value = "iptables-restore")]
+    iptables_restore: PathBuf,
+    /// iptables binary.
+    #[arg(long, default_value = "iptables")]
+    iptables: PathBuf,
+    /// Interval of full resyncs (e.g. 30s, 1m).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    sync_period: Duration,
+    /// Name of this node.
+    #[arg(long)]
+    hostname_override: Option<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let config = minion_proxy::Config {
+        kubeconfig: args.kubeconfig,
+        cluster_cidr: args.cluster_cidr,
+        iptables_restore: args.iptables_restore,
+        iptables: args.iptables,
+        sync_period: args.sync_period,
+        hostname: args.hostname_override,
+    };
+    let shutdown = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    if let Err(e) = minion_proxy::run(config, shutdown).await {
+        eprintln!("minion-proxy: error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,111 @@
+//! kube-proxy's informers: kube-runtime reflectors on Services and Endpoints in all
+//! namespaces. Each change wakes the sync loop through a `Notify`; the loop reads the
+//! reflector stores to build a `Snapshot`.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::model::Snapshot;
+
+/// The reflector caches and the tasks feeding them.
+#[derive(Debug)]
+pub struct Informers {
+    services: Store<Service>,
+    endpoints: Store<Endpoints>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Informers {
+    /// Starts watching; `changed` is notified after every applied event.
+    pub fn start(client: &Client, changed: Arc<Notify>) -> Self {
+        let (services, svc_writer) = reflector::store::<Service>();
+        let (endpoints, ep_writer) = reflector::store::<Endpoints>();
+        let tasks = vec![
+            spawn_drain(
+                "services",
+                reflector::reflector(svc_writer, watch_all::<Service>(client)),
+                changed.clone(),
+            ),
+            spawn_drain(
+                "endpoints",
+                reflector::reflector(ep_writer, watch_all::<Endpoints>(client)),
+                changed,
+            ),
+        ];
+        Self {
+            services,
+            endpoints,
+            tasks,
+        }
+    }
+
+    /// Waits until both initial lists are complete (a sync before would delete the
+    /// rules of Services not yet seen). Errors if a watch task ended.
+    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.services.wait_until_ready().await?;
+        self.endpoints.wait_until_ready().await
+    }
+
+    /// The current contents of both caches.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            services: self
+                .services
+                .state()
+                .iter()
+                .map(|s| s.as_ref().clone())
+                .collect(),
+            endpoints: self
+                .endpoints
+                .state()
+                .iter()
+                .map(|e| e.as_ref().clone())
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Informers {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+fn watch_all<K>(client: &Client) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff()
+}
+
+fn spawn_drain<K, S>(what: &'static str, stream: S, changed: Arc<Notify>) -> JoinHandle<()>
+where
+    S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    K: Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(
+                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
+                ) => changed.notify_one(),
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Err(error) => tracing::warn!(%error, what, "watch error (retrying)"),
+            }
+        }
+        tracing::warn!(what, "watch ended");
+    })
+}

@@ -1,0 +1,151 @@
+//! The watch → debounce → sync path against an in-process minion-apiserver, with the
+//! recording fake applier (no root, no kernel).
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use kube::api::{DeleteParams, PostParams};
+use kube::Api;
+use minion_proxy::{Config, RecordingApplier};
+use serde_json::json;
+
+async fn start_apiserver(dir: &std::path::Path) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let config = minion_apiserver::Config {
+        listen: listener.local_addr().unwrap(),
+        data_dir: dir.join("api"),
+        advertise_address: None,
+    };
+    std::fs::create_dir_all(dir.join("api")).unwrap();
+    tokio::spawn(async move {
+        let _ = minion_apiserver::run_with_listener(listener, config, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    (port, tx)
+}
+
+fn write_kubeconfig(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+         users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
+         current-context: c\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Polls (bounded) until the last applied ruleset satisfies `pred`.
+async fn wait_applied(fake: &RecordingApplier, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Some(last) = fake.applied().pop() {
+            if pred(&last) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "timed out waiting for {what}; last input:\n{}",
+        fake.applied().pop().unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_and_endpoints_changes_are_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, stop_api) = start_apiserver(dir.path()).await;
+    let config = Config {
+        kubeconfig: write_kubeconfig(dir.path(), port),
+        cluster_cidr: "10.244.0.0/16".into(),
+        iptables_restore: "/nonexistent/iptables-restore".into(),
+        iptables: "/nonexistent/iptables".into(),
+        sync_period: Duration::from_secs(30),
+        hostname: Some("node-1".into()),
+    };
+    let client = minion_proxy::kube_client(&config.kubeconfig)
+        .await
+        .expect("client");
+    let fake = RecordingApplier::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn({
+        let (client, fake, config) = (client.clone(), fake.clone(), config.clone());
+        async move {
+            minion_proxy::run_with(client, fake, &config, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    });
+
+    // The bootstrap `default/kubernetes` Service is proxied once the lists are in.
+    wait_applied(&fake, "kubernetes service", |s| {
+        s.contains("-j KUBE-SVC-NPX46M4PTMTKRN6Y")
+    })
+    .await;
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
+    let input = wait_applied(&fake, "REJECT for web", |s| {
+        s.contains("default/web:http has no endpoints")
+    })
+    .await;
+    assert!(input.contains("-j REJECT"));
+
+    let eps: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "subsets": [{"addresses": [{"ip": "10.244.0.2"}], "ports": [{"name": "http", "port": 8080}]}]
+    }))
+    .unwrap();
+    endpoints
+        .create(&PostParams::default(), &eps)
+        .await
+        .expect("create endpoints");
+    let input = wait_applied(&fake, "web endpoint", |s| {
+        s.contains("default/web:http -> 10.244.0.2:8080")
+    })
+    .await;
+    assert!(
+        !input.contains(":KUBE-SVC-NPX46M4PTMTKRN6Y"),
+        "unchanged kubernetes chains are not rewritten"
+    );
+
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete service");
+    let web = minion_proxy::names::service_chain(
+        &minion_proxy::names::ServicePortName {
+            namespace: "default".into(),
+            name: "web".into(),
+            port: "http".into(),
+        },
+        minion_proxy::names::Protocol::Tcp,
+    );
+    wait_applied(&fake, "web chains deleted", |s| {
+        s.contains(&format!("-X {web}\n"))
+    })
+    .await;
+
+    let _ = stop_tx.send(());
+    let result = tokio::time::timeout(Duration::from_secs(5), proxy)
+        .await
+        .expect("proxy stops")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    let _ = stop_api.send(());
+}
