@@ -1,0 +1,218 @@
+//! The container init: the child the monitor forks, which becomes the container's
+//! PID 1. It joins/creates namespaces, sets up the rootfs (overlay, mounts, /dev,
+//! pivot_root), drops privileges, reports "ready", waits for `start` and execs the
+//! process. Every failing step is reported to `create`/`start` by name.
+
+mod caps;
+mod mounts;
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+pub use mounts::{parse_mount_options, MountOptions};
+
+use crate::cgroups::Mode;
+
+/// Errors of container setup; each names the step and what it touched.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{step} {target}: {source}")]
+    Sys { step: &'static str, target: String, source: nix::Error },
+    #[error("{op} {}: {source}", path.display())]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("exec: {0:?}: executable file not found in $PATH")]
+    NotFound(String),
+    #[error("capabilities: {0}")]
+    Caps(String),
+}
+
+pub(crate) fn sys(step: &'static str, target: impl std::fmt::Display) -> impl FnOnce(nix::Error) -> Error {
+    let target = target.to_string();
+    move |source| Error::Sys { step, target, source }
+}
+
+pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { op, path, source }
+}
+
+/// What the init needs besides the spec.
+#[derive(Debug, Clone)]
+pub struct InitConfig {
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+    pub bundle: PathBuf,
+    /// Overlay lowerdir (image rootfs), if the rootfs comes from the image store.
+    pub image_rootfs: Option<PathBuf>,
+    /// The container's state dir (overlay upper/work live here).
+    pub state_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub cgroup_mode: Mode,
+}
+
+/// Maps an OCI namespace type to clone flags.
+pub fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags, Error> {
+    Ok(match t {
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        other => return Err(Error::Invalid(format!("namespace type {other:?} is not supported"))),
+    })
+}
+
+/// Namespaces of the spec as (flag, optional path).
+pub fn namespaces(spec: &Spec) -> Result<Vec<(CloneFlags, Option<PathBuf>)>, Error> {
+    let nss = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    nss.iter().map(|n| Ok((ns_flag(n.typ())?, n.path().clone()))).collect()
+}
+
+/// Joins (setns) a namespace by path.
+pub fn join_ns(path: &Path, flag: CloneFlags) -> Result<(), Error> {
+    let fd = nix::fcntl::open(path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(sys("open namespace", path.display()))?;
+    nix::sched::setns(fd, flag).map_err(sys("setns", path.display()))
+}
+
+/// The container's namespaces except pid (the monitor handles pid before fork):
+/// first join those given by path, then unshare the new ones.
+fn setup_namespaces(cfg: &InitConfig) -> Result<(), Error> {
+    let nss = namespaces(&cfg.spec)?;
+    if !nss.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWNS) {
+        return Err(Error::Invalid("linux.namespaces must include a mount namespace".into()));
+    }
+    let mut fds: Vec<(OwnedFd, CloneFlags, PathBuf)> = Vec::new();
+    for (flag, path) in &nss {
+        if let (Some(p), false) = (path, *flag == CloneFlags::CLONE_NEWPID) {
+            let fd = nix::fcntl::open(p, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                .map_err(sys("open namespace", p.display()))?;
+            fds.push((fd, *flag, p.clone()));
+        }
+    }
+    for (fd, flag, p) in fds {
+        nix::sched::setns(fd, flag).map_err(sys("setns", p.display()))?;
+    }
+    let mut new = CloneFlags::empty();
+    for (flag, path) in &nss {
+        if path.is_none() && *flag != CloneFlags::CLONE_NEWPID {
+            new |= *flag;
+        }
+    }
+    nix::sched::unshare(new).map_err(sys("unshare", format!("{new:?}")))
+}
+
+/// Everything up to (not including) exec; returns the resolved exec.
+pub fn setup(cfg: &InitConfig) -> Result<Exec, Error> {
+    let process = cfg.spec.process().clone().ok_or_else(|| Error::Invalid("process is missing".into()))?;
+    setup_namespaces(cfg)?;
+    mounts::prepare_rootfs(cfg)?;
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(io("write", Path::new("/proc/self/oom_score_adj")))?;
+    }
+    mounts::pivot(&cfg.rootfs)?;
+    mounts::finish_rootfs(&cfg.spec)?;
+    set_hostname(&cfg.spec)?;
+    set_sysctls(&cfg.spec)?;
+    caps::set_rlimits(&process)?;
+    let cwd = process.cwd().clone();
+    std::fs::create_dir_all(&cwd).map_err(io("create cwd", &cwd))?;
+    caps::set_user_and_caps(&process)?;
+    nix::unistd::chdir(&cwd).map_err(sys("chdir to cwd", cwd.display()))?;
+    if process.no_new_privileges() == Some(true) {
+        nix::sys::prctl::set_no_new_privs().map_err(sys("prctl", "PR_SET_NO_NEW_PRIVS"))?;
+    }
+    Exec::resolve(&process)
+}
+
+fn set_hostname(spec: &Spec) -> Result<(), Error> {
+    let Some(h) = spec.hostname() else { return Ok(()) };
+    let has_uts = namespaces(spec)?.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUTS);
+    if !has_uts {
+        return Err(Error::Invalid("hostname is set but there is no uts namespace".into()));
+    }
+    nix::unistd::sethostname(h).map_err(sys("sethostname", h))
+}
+
+fn set_sysctls(spec: &Spec) -> Result<(), Error> {
+    let sysctls = spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default();
+    for (k, v) in sysctls {
+        let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+        std::fs::write(&p, v).map_err(io("write sysctl", &p))?;
+    }
+    Ok(())
+}
+
+/// A resolved program to exec.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    pub path: CString,
+    pub args: Vec<CString>,
+    pub env: Vec<CString>,
+}
+
+fn cstr(s: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::Invalid(format!("string {s:?} contains a NUL byte")))
+}
+
+impl Exec {
+    /// Finds args[0] on the container's PATH (in the current root).
+    pub fn resolve(process: &Process) -> Result<Self, Error> {
+        let args = process.args().clone().unwrap_or_default();
+        let env = process.env().clone().unwrap_or_default();
+        let prog = args.first().ok_or_else(|| Error::Invalid("process.args is empty".into()))?;
+        let path = find_program(prog, &env).ok_or_else(|| Error::NotFound(prog.clone()))?;
+        Ok(Self {
+            path: cstr(&path)?,
+            args: args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+            env: env.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// execve; returns only on failure.
+    pub fn exec(&self) -> Error {
+        match nix::unistd::execve(&self.path, &self.args, &self.env) {
+            Err(e) => Error::Sys { step: "exec", target: format!("{:?}", self.path), source: e },
+            Ok(never) => match never {},
+        }
+    }
+}
+
+/// PATH lookup like Go's exec.LookPath: names with a slash are used as they are.
+pub fn find_program(prog: &str, env: &[String]) -> Option<String> {
+    let is_exec = |p: &str| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && Path::new(p).is_file();
+    if prog.contains('/') {
+        return is_exec(prog).then(|| prog.to_string());
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{d}/{prog}")).find(|p| is_exec(p))
+}
+
+/// Blocks reading one byte from `fd`; false on EOF (the peer went away).
+pub fn wait_byte(fd: BorrowedFd<'_>) -> bool {
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(fd, &mut b) {
+            Ok(1) => return true,
+            Ok(_) => return false,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Writes a whole message, ignoring errors (the reader may be gone).
+pub fn send(fd: impl AsFd, msg: &str) {
+    let _ = nix::unistd::write(fd, msg.as_bytes());
+}
