@@ -1,0 +1,150 @@
+//! DELETE: immediate for most kinds; graceful for scheduled Pods (set
+//! `deletionTimestamp` and let the kubelet finish with `gracePeriodSeconds=0`);
+//! a Namespace takes its objects with it; a Service gives back its ClusterIP.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::validate::parse_json;
+use super::{Req, Target};
+use crate::error::{json_response, ApiError};
+use crate::objects::{self, object_mut, str_at};
+use crate::resources::{self, ResourceInfo, RESOURCES};
+use crate::server::AppState;
+use crate::store::object_revision;
+
+/// Namespaces that can never be deleted.
+const PROTECTED_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// Options of a delete (query parameters or a DeleteOptions body).
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    pub grace_period: Option<i64>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+fn options(req: &Req) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions::default();
+    if !req.body.iter().all(u8::is_ascii_whitespace) {
+        let body = parse_json(&req.body)?;
+        opts.grace_period = body.get("gracePeriodSeconds").and_then(Value::as_i64);
+        opts.uid = body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
+        opts.resource_version =
+            body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
+    }
+    if let Some(g) = req.param("gracePeriodSeconds") {
+        let g = g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?;
+        opts.grace_period = Some(g);
+    }
+    Ok(opts)
+}
+
+/// DELETE one object.
+pub async fn delete(app: &Arc<AppState>, req: &Req, target: &Target) -> Result<Response, ApiError> {
+    let opts = options(req)?;
+    let deleted = delete_object(app, target.res, target.namespace.as_deref(), target.name(), &opts).await?;
+    Ok(json_response(StatusCode::OK, &deleted))
+}
+
+/// Deletes (or starts the graceful deletion of) one object; returns it.
+pub async fn delete_object(
+    app: &AppState,
+    res: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<Value, ApiError> {
+    let key = res.key(ns, name);
+    let old = app
+        .db
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::from_store(e, res.plural, name))?
+        .ok_or_else(|| ApiError::not_found(res.plural, name))?;
+    check_preconditions(res, name, &old, opts)?;
+    match res.kind {
+        "Pod" => delete_pod(app, &key, name, &old, opts.grace_period).await,
+        "Namespace" => delete_namespace(app, &key, name).await,
+        _ => remove(app, res, &key, name).await,
+    }
+}
+
+fn check_preconditions(res: &ResourceInfo, name: &str, old: &Value, opts: &DeleteOptions) -> Result<(), ApiError> {
+    if let Some(uid) = &opts.uid {
+        if uid != str_at(old, "/metadata/uid") {
+            return Err(ApiError::conflict(res.plural, name, "Precondition failed: UID in precondition does not match the UID in record"));
+        }
+    }
+    if let Some(rv) = &opts.resource_version {
+        if rv != &object_revision(old).to_string() {
+            return Err(ApiError::stale(res.plural, name));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the key now (and releases a Service's ClusterIP).
+async fn remove(app: &AppState, res: &ResourceInfo, key: &str, name: &str) -> Result<Value, ApiError> {
+    let deleted = app.db.delete(key, None).await.map_err(|e| ApiError::from_store(e, res.plural, name))?;
+    if res.kind == "Service" {
+        let ip = str_at(&deleted, "/spec/clusterIP");
+        if !ip.is_empty() && ip != "None" {
+            app.ips().release(ip);
+        }
+    }
+    Ok(deleted)
+}
+
+async fn delete_pod(app: &AppState, key: &str, name: &str, old: &Value, grace: Option<i64>) -> Result<Value, ApiError> {
+    let Some(pods) = resources::find("", "pods") else { return Err(ApiError::internal("no pods resource")) };
+    let default_grace = old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+    let grace = grace.unwrap_or(default_grace).max(0);
+    if grace == 0 || str_at(old, "/spec/nodeName").is_empty() {
+        return remove(app, pods, key, name).await;
+    }
+    app.db
+        .guaranteed_update(key, "pods", name, |mut pod| {
+            let current = pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+            if current.is_some_and(|c| c <= grace) {
+                return Ok(None);
+            }
+            let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            let meta = object_mut(&mut pod, "metadata");
+            meta.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            Ok(Some(pod))
+        })
+        .await
+}
+
+async fn delete_namespace(app: &AppState, key: &str, name: &str) -> Result<Value, ApiError> {
+    if PROTECTED_NAMESPACES.contains(&name) {
+        return Err(ApiError::forbidden("namespaces", name, "this namespace may not be deleted"));
+    }
+    let Some(nsres) = resources::find("", "namespaces") else { return Err(ApiError::internal("no namespaces")) };
+    // Mark it terminating so that no new content is created meanwhile.
+    app.db
+        .guaranteed_update(key, "namespaces", name, |mut ns| {
+            object_mut(&mut ns, "metadata").insert("deletionTimestamp".into(), json!(objects::now()));
+            object_mut(&mut ns, "status").insert("phase".into(), json!("Terminating"));
+            Ok(Some(ns))
+        })
+        .await?;
+    for res in RESOURCES.iter().filter(|r| r.namespaced) {
+        let (items, _) = app.db.list(&res.prefix(Some(name))).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        for item in items {
+            let item_name = objects::name(&item).to_string();
+            let item_key = res.key(Some(name), &item_name);
+            match remove(app, res, &item_key, &item_name).await {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    remove(app, nsres, key, name).await
+}

@@ -1,0 +1,103 @@
+//! Server assembly: opens the store, bootstraps the default objects, starts the
+//! controllers and serves HTTP until `shutdown` resolves.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::db::Db;
+use crate::ipalloc::ClusterIpAllocator;
+use crate::store::{SqliteStore, StoreError};
+
+/// How to run the API server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`0.0.0.0:6443`).
+    pub listen: SocketAddr,
+    /// Directory holding `minion.db`.
+    pub data_dir: PathBuf,
+    /// Address published in the `default/kubernetes` Endpoints.
+    pub advertise_address: Option<IpAddr>,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the datastore in {dir}: {source}")]
+    Store { dir: String, source: StoreError },
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// State shared by every request handler and controller.
+#[derive(Debug)]
+pub struct AppState {
+    pub db: Db,
+    /// Allocated Service ClusterIPs.
+    pub ips: Mutex<ClusterIpAllocator>,
+    /// Becomes true when the server shuts down (ends watches).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Locks the ClusterIP allocator.
+    pub fn ips(&self) -> std::sync::MutexGuard<'_, ClusterIpAllocator> {
+        self.ips.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Binds `config.listen` and serves until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
+    run_with_listener(listener, config, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind 127.0.0.1:0).
+pub async fn run_with_listener(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+        .await
+        .map_err(|e| Error::Bootstrap(e.to_string()))?
+        .map_err(|source| Error::Store { dir: config.data_dir.display().to_string(), source })?;
+    let db = Db::new(Arc::new(store));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(AppState { db, ips: Mutex::new(ClusterIpAllocator::service_cidr()), shutdown: stop_rx });
+    let local = listener.local_addr().map_err(Error::Serve)?;
+    let advertise = config.advertise_address.unwrap_or_else(|| advertise_default(local.ip()));
+    crate::bootstrap::run(&state, advertise, local.port()).await.map_err(|e| Error::Bootstrap(e.to_string()))?;
+    let controllers = crate::controllers::spawn_all(state.clone());
+    tracing::info!(addr = %local, data_dir = %config.data_dir.display(), "minion-apiserver serving");
+    let app = Router::new().fallback(crate::handlers::dispatch).with_state(state.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    for handle in controllers {
+        handle.abort();
+    }
+    served.map_err(Error::Serve)
+}
+
+fn advertise_default(ip: IpAddr) -> IpAddr {
+    if ip.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        ip
+    }
+}
