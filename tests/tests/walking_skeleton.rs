@@ -138,6 +138,7 @@ fn container_pid(lab: &Lab, pod: &PodInfo) -> Result<String> {
 }
 
 /// Runs a command inside a pod's container (all of its namespaces), like `kubectl exec`.
+/// (busybox 1.35's `wget -T` crashes, so time limits use the `timeout` applet.)
 fn in_pod(lab: &Lab, pod: &PodInfo, cmd: &[&str]) -> Result<String> {
     let pid = container_pid(lab, pod)?;
     run(Command::new("nsenter").args(["-t", &pid, "-n", "-m", "-u", "-i", "-p", "--"]).args(cmd))
@@ -150,7 +151,7 @@ fn dns_from_inside_a_pod(lab: &Lab, pod: &PodInfo) -> Result<()> {
         ensure!(resolv.lines().any(|l| l.trim() == line), "resolv.conf lacks {line:?}:\n{resolv}");
     }
     let body = wait_until("web.default.svc.cluster.local from inside a pod", Duration::from_secs(30), || {
-        in_pod(lab, pod, &["wget", "-qO-", "-T", "3", "http://web.default.svc.cluster.local/"]).ok()
+        in_pod(lab, pod, &["timeout", "5", "wget", "-qO-", "http://web.default.svc.cluster.local/"]).ok()
     })?;
     ensure!(body.starts_with("hello from web-"), "wget printed {body:?}");
     let nx = in_pod(lab, pod, &["nslookup", "nosuch.default.svc.cluster.local", "10.96.0.10"]);
@@ -163,7 +164,7 @@ fn hairpin(lab: &Lab, pod: &PodInfo, cluster_ip: &str) -> Result<()> {
     let url = format!("http://{cluster_ip}/");
     let me = format!("hello from {}", pod.name);
     for _ in 0..40 {
-        let body = in_pod(lab, pod, &["wget", "-qO-", "-T", "3", &url])?;
+        let body = in_pod(lab, pod, &["timeout", "5", "wget", "-qO-", &url])?;
         if body.trim() == me {
             return Ok(());
         }

@@ -1,0 +1,75 @@
+//! Kubelet configuration: the flags of `minion-agent`, as one value passed to [`crate::run`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the kubelet needs to know about its node and its peers (runtime, CNI).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the kubeconfig file used to reach the API server.
+    pub kubeconfig: PathBuf,
+    /// Name of the Node object this kubelet registers and serves.
+    pub node_name: String,
+    /// The node's InternalIP.
+    pub node_ip: String,
+    /// The node's pod CIDR (spec.podCIDR).
+    pub pod_cidr: String,
+    /// The kubelet's state directory (`<root-dir>/pods/<uid>/...`).
+    pub root_dir: PathBuf,
+    /// Path of the runc-compatible `minion-runtime` binary.
+    pub runtime_bin: PathBuf,
+    /// `--root` passed to the runtime (its state directory).
+    pub runtime_root: PathBuf,
+    /// `--image-root` passed to the runtime (its image store).
+    pub image_root: PathBuf,
+    /// Directory holding the CNI plugin binaries.
+    pub cni_bin_dir: PathBuf,
+    /// Directory holding the CNI network configuration (`*.conflist` / `*.conf`).
+    pub cni_conf_dir: PathBuf,
+    /// Directory where pod network namespaces are bind-mounted.
+    pub netns_dir: PathBuf,
+    /// Name of the parent cgroup of all pods (`/<parent>/pod<uid>/<container>`).
+    pub cgroup_parent: String,
+    /// Root of the cgroup filesystem (v1 controllers below it, or the v2 root).
+    pub cgroup_root: PathBuf,
+    /// Period of Node status patches and Lease renewals.
+    pub heartbeat_interval: Duration,
+    /// How often a pod worker polls its containers' state.
+    pub sync_interval: Duration,
+    /// Upper bound on any pod's termination grace period.
+    pub max_grace_period: Duration,
+}
+
+impl Config {
+    /// A config with the documented defaults for everything but the required paths.
+    pub fn new(node_name: &str, root_dir: PathBuf) -> Config {
+        Config {
+            kubeconfig: PathBuf::from("/etc/minion/kubeconfig"),
+            node_name: node_name.to_string(),
+            node_ip: "127.0.0.1".to_string(),
+            pod_cidr: String::new(),
+            root_dir,
+            runtime_bin: PathBuf::from("minion-runtime"),
+            runtime_root: PathBuf::from("/run/minion-runtime"),
+            image_root: PathBuf::from("/var/lib/minion/images"),
+            cni_bin_dir: PathBuf::from("/opt/cni/bin"),
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            netns_dir: PathBuf::from("/run/netns"),
+            cgroup_parent: "minion".to_string(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            heartbeat_interval: Duration::from_secs(10),
+            sync_interval: Duration::from_secs(2),
+            max_grace_period: Duration::from_secs(30),
+        }
+    }
+
+    /// `<root-dir>/pods/<uid>`: everything the kubelet keeps for one pod.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root_dir.join("pods").join(uid)
+    }
+
+    /// `<netns-dir>/minion-<uid>`: the pod sandbox's network namespace.
+    pub fn netns_path(&self, uid: &str) -> PathBuf {
+        self.netns_dir.join(format!("minion-{uid}"))
+    }
+}

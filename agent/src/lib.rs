@@ -1,0 +1,139 @@
+//! minion-agent: the kubelet of a minion node. It registers the Node, keeps its status
+//! and Lease fresh, and runs the pods bound to it: a network namespace + CNI per pod
+//! (the sandbox), containers through the `minion-runtime` CLI, status back to the API.
+
+pub mod bundle;
+pub mod cni;
+pub mod config;
+pub mod containers;
+pub mod cri;
+pub mod lease;
+pub mod manager;
+pub mod node;
+pub mod podapi;
+pub mod podworker;
+pub mod quantity;
+pub mod sandbox;
+pub mod status;
+pub mod termination;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+
+pub use config::Config;
+
+/// Why the agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig could not be read or used.
+    #[error("failed to load kubeconfig {path}: {reason}")]
+    Kubeconfig {
+        /// Kubeconfig path.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The root dir could not be created.
+    #[error("failed to create root dir {path}: {source}")]
+    RootDir {
+        /// Directory.
+        path: std::path::PathBuf,
+        /// IO error.
+        source: std::io::Error,
+    },
+    /// Registering the node failed.
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+}
+
+/// Builds a kube client from the kubeconfig file named in `config`.
+pub async fn client(config: &Config) -> Result<kube::Client, Error> {
+    let err = |reason: String| Error::Kubeconfig { path: config.kubeconfig.clone(), reason };
+    let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig).map_err(|e| err(e.to_string()))?;
+    let options = kube::config::KubeConfigOptions::default();
+    let kc = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| err(e.to_string()))?;
+    kube::Client::try_from(kc).map_err(|e| err(e.to_string()))
+}
+
+/// Runs the kubelet until `shutdown` resolves. Containers keep running afterwards and
+/// are adopted by the next start; the Node is not deleted.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    std::fs::create_dir_all(config.root_dir.join("pods"))
+        .map_err(|source| Error::RootDir { path: config.root_dir.clone(), source })?;
+    let client = client(&config).await?;
+    let config = Arc::new(config);
+    let facts = node::gather_facts(&config.root_dir);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node_uid = register_until_ok(&nodes, &config, &facts).await?;
+    tracing::info!(node = %config.node_name, uid = %node_uid, "node registered");
+
+    let heartbeat = tokio::spawn(heartbeat(client.clone(), config.clone(), facts, node_uid));
+    let deps = podworker::Deps {
+        config: config.clone(),
+        runtime: Arc::new(cri::RuntimeCli::new(
+            config.runtime_bin.clone(),
+            config.runtime_root.clone(),
+            config.image_root.clone(),
+        )
+        .with_cgroup_root(config.cgroup_root.clone())),
+        cni: Arc::new(cni::ProcessExec),
+        api: Arc::new(podapi::KubePodApi::new(client.clone(), config.node_name.clone())),
+    };
+    manager::PodManager::new(deps).run(client, shutdown).await;
+    heartbeat.abort();
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+async fn register_until_ok(nodes: &Api<Node>, config: &Config, facts: &node::NodeFacts) -> Result<String, Error> {
+    let mut attempt = 0;
+    loop {
+        match node::register(nodes, config, facts).await {
+            Ok(uid) => return Ok(uid),
+            Err(e) if attempt < 30 => {
+                tracing::warn!(error = %e, "node registration failed, retrying");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Node status patch + Lease renewal every heartbeat interval.
+async fn heartbeat(client: kube::Client, config: Arc<Config>, facts: node::NodeFacts, mut node_uid: String) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, minion_api::NODE_LEASE_NAMESPACE);
+    let mut clock = node::ConditionClock::default();
+    let mut ticker = tokio::time::interval(config.heartbeat_interval);
+    loop {
+        ticker.tick().await;
+        let readiness = node::readiness(&config);
+        let conditions = node::conditions(&mut clock, Timestamp::now(), &readiness);
+        let status = node::build_status(&config, &facts, conditions);
+        match node::patch_status(&nodes, &config, &status).await {
+            Err(node::NodeError::Api { source: kube::Error::Api(e), .. }) if e.code == 404 => {
+                tracing::warn!("node object is gone, registering again");
+                match node::register(&nodes, &config, &facts).await {
+                    Ok(uid) => {
+                        node_uid = uid;
+                        if let Err(e) = node::patch_status(&nodes, &config, &status).await {
+                            tracing::warn!(error = %e, "node status update failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "node re-registration failed"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "node status update failed"),
+            Ok(()) => {}
+        }
+        if let Err(e) = lease::renew(&leases, &config.node_name, &node_uid).await {
+            tracing::warn!(error = %e, "lease renewal failed");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `minion-agent`: the kubelet of a minion node.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The kubelet of a minion node: registers the node and runs the pods bound to it.
+#[derive(Debug, Parser)]
+#[command(name = "minion-agent", version)]
+struct Args {
+    /// Kubeconfig file used to reach the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Name of this node.
+    #[arg(long)]
+    node_name: String,
+    /// The node's InternalIP.
+    #[arg(long)]
+    node_ip: String,
+    /// The node's pod CIDR (spec.podCIDR).
+    #[arg(long)]
+    pod_cidr: String,
+    /// Kubelet state directory (pods/<uid>/...).
+    #[arg(long)]
+    root_dir: PathBuf,
+    /// Path of the minion-runtime binary.
+    #[arg(long)]
+    runtime_bin: PathBuf,
+    /// State directory of the runtime (--root).
+    #[arg(long)]
+    runtime_root: PathBuf,
+    /// Image store of the runtime (--image-root).
+    #[arg(long)]
+    image_root: PathBuf,
+    /// Directory of CNI plugin binaries.
+    #[arg(long)]
+    cni_bin_dir: PathBuf,
+    /// Directory of CNI network configs.
+    #[arg(long)]
+    cni_conf_dir: PathBuf,
+    /// Where pod network namespaces are bind-mounted.
+    #[arg(long, default_value = "/run/netns")]
+    netns_dir: PathBuf,
+    /// Parent cgroup of all pods.
+    #[arg(long, default_value = "minion")]
+    cgroup_parent: String,
+    /// Root of the cgroup filesystem.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+    /// Upper bound (seconds) on pod termination grace periods.
+    #[arg(long, default_value_t = 30)]
+    max_grace_period: u64,
+}
+
+impl Args {
+    fn into_config(self) -> minion_agent::Config {
+        let mut c = minion_agent::Config::new(&self.node_name, self.root_dir);
+        c.kubeconfig = self.kubeconfig;
+        c.node_ip = self.node_ip;
+        c.pod_cidr = self.pod_cidr;
+        c.runtime_bin = self.runtime_bin;
+        c.runtime_root = self.runtime_root;
+        c.image_root = self.image_root;
+        c.cni_bin_dir = self.cni_bin_dir;
+        c.cni_conf_dir = self.cni_conf_dir;
+        c.netns_dir = self.netns_dir;
+        c.cgroup_parent = self.cgroup_parent;
+        c.cgroup_root = self.cgroup_root;
+        c.max_grace_period = std::time::Duration::from_secs(self.max_grace_period);
+        c
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Args::parse().into_config();
+    if let Err(e) = minion_agent::run(config, shutdown_signal()).await {
+        eprintln!("minion-agent: error: {e}");
+        std::process::exit(1);
+    }
+}
