@@ -13,17 +13,27 @@ use serde_json::Value;
 
 const NODE: &str = "node-1";
 
+fn step(what: &str) {
+    eprintln!("walking_skeleton: {what}");
+}
+
 #[test]
 fn walking_skeleton() -> Result<()> {
     if !require_root("walking_skeleton") {
         return Ok(());
     }
     let lab = Lab::up("e2e", 1)?;
+    step("1. node Ready, describe node");
     node_is_ready(&lab)?;
+    step("2. apply examples/web.yaml, pods Running with their own IPs");
     let pods = web_pods_run(&lab)?;
+    step("3. ClusterIP from the node: both pods answer, NAT counters rise");
     let cluster_ip = cluster_ip_balances(&lab)?;
+    step("4. DNS name from inside a pod");
     dns_from_inside_a_pod(&lab, &pods[0])?;
+    step("5. hairpin: a pod reaches itself through its Service");
     hairpin(&lab, &pods[0], &cluster_ip)?;
+    step("6. delete cleans up; lab down leaves nothing");
     delete_cleans_up(&lab, &pods)?;
     lab.down()?;
     nothing_left(&lab)
