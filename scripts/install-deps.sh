@@ -8,6 +8,7 @@ packages=(
   iproute2 iptables conntrack util-linux procps kmod
   busybox-static dnsutils sqlite3
   runc crun containernetworking-plugins
+  docker-registry skopeo umoci etcd-server dnsperf unbound
 )
 
 missing=()
@@ -16,8 +17,16 @@ for p in "${packages[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
+  # Peers such as unbound, etcd and the registry are started by the tests themselves,
+  # privately; keep their packages from starting system-wide services on install.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+  fi
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ -n "$guard" ]; then rm -f "$guard"; fi
 fi
 
 # kubectl: the real client. Prefer one already installed; otherwise Debian's package.
