@@ -6,9 +6,9 @@ set -euo pipefail
 packages=(
   build-essential pkg-config ca-certificates curl git
   iproute2 iptables conntrack util-linux procps kmod
-  busybox-static dnsutils sqlite3
+  busybox-static dnsutils sqlite3 python3 python3-venv
   runc crun containernetworking-plugins
-  docker-registry skopeo umoci etcd-server dnsperf unbound
+  nftables docker-registry skopeo umoci etcd-server dnsperf unbound
 )
 
 missing=()

@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --workspace --bins --locked
+# The Python kubernetes client, a real peer of the API server's tests.
+if [ ! -x target/pyk8s/bin/python ]; then
+  python3 -m venv target/pyk8s
+  target/pyk8s/bin/pip install -q kubernetes
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

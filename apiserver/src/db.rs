@@ -35,13 +35,37 @@ impl Db {
     /// See [`Store::get`].
     pub async fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
         let (s, k) = (self.store.clone(), key.to_string());
+        if !s.reads_block() {
+            return s.get(&k);
+        }
         blocking(move || s.get(&k)).await
     }
 
     /// See [`Store::list`].
     pub async fn list(&self, prefix: &str) -> Result<(Vec<Value>, Revision), StoreError> {
         let (s, k) = (self.store.clone(), prefix.to_string());
+        if !s.reads_block() {
+            return s.list(&k);
+        }
         blocking(move || s.list(&k)).await
+    }
+
+    /// See [`Store::list_shared`].
+    pub async fn list_shared(&self, prefix: &str) -> Result<(Vec<Arc<Value>>, Revision), StoreError> {
+        let (s, k) = (self.store.clone(), prefix.to_string());
+        if !s.reads_block() {
+            return s.list_shared(&k);
+        }
+        blocking(move || s.list_shared(&k)).await
+    }
+
+    /// See [`Store::list_at`].
+    pub async fn list_at(&self, prefix: &str, at: Option<Revision>) -> Result<(Vec<Arc<Value>>, Revision), StoreError> {
+        let (s, k) = (self.store.clone(), prefix.to_string());
+        if !s.reads_block() {
+            return s.list_at(&k, at);
+        }
+        blocking(move || s.list_at(&k, at)).await
     }
 
     /// See [`Store::create`].
@@ -65,6 +89,9 @@ impl Db {
     /// See [`Store::watch`].
     pub async fn watch(&self, prefix: &str, from: Option<Revision>) -> Result<Subscription, StoreError> {
         let (s, k) = (self.store.clone(), prefix.to_string());
+        if !s.reads_block() {
+            return s.watch(&k, from);
+        }
         blocking(move || s.watch(&k, from)).await
     }
 

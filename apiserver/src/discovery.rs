@@ -93,6 +93,7 @@ fn entry(r: &ResourceInfo) -> Value {
 fn sub_entry(r: &ResourceInfo, sub: &str) -> Value {
     let (kind, verbs): (&str, &[&str]) = match sub {
         "binding" => ("Binding", &["create"]),
+        "eviction" => ("Eviction", &["create"]),
         "log" => ("Pod", &["get"]),
         "scale" => ("Scale", &["get", "patch", "update"]),
         _ => (r.kind, &["get", "patch", "update"]),

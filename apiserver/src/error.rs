@@ -21,11 +21,51 @@ pub struct ApiError {
     pub name: Option<String>,
     /// `details.kind` (the resource, e.g. `pods`, or the kind for Invalid).
     pub kind: Option<String>,
+    /// `details.causes`: one per invalid field.
+    pub causes: Vec<Cause>,
+}
+
+/// One `details.causes` entry (`FieldValueInvalid`, `FieldValueRequired`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    pub reason: &'static str,
+    pub message: String,
+    pub field: String,
+}
+
+impl Cause {
+    /// A cause from `field`, a reason and a message such as `Invalid value: "x": ...`.
+    pub fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
+        Cause { reason, message: message.into(), field: field.into() }
+    }
+
+    /// Parses `field: Message` (the shape of kube-apiserver's field errors).
+    pub fn from_detail(detail: &str) -> Self {
+        let (field, message) = detail.split_once(": ").unwrap_or(("", detail));
+        let reason = if message.starts_with("Required value") {
+            "FieldValueRequired"
+        } else if message.starts_with("Duplicate value") {
+            "FieldValueDuplicate"
+        } else if message.starts_with("Forbidden") {
+            "FieldValueForbidden"
+        } else if message.starts_with("Unsupported value") {
+            "FieldValueNotSupported"
+        } else if message.starts_with("Too long") {
+            "FieldValueTooLong"
+        } else {
+            "FieldValueInvalid"
+        };
+        Cause::new(field, reason, message)
+    }
+
+    fn text(&self) -> String {
+        format!("{}: {}", self.field, self.message)
+    }
 }
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: String) -> Self {
-        ApiError { code, reason, message, name: None, kind: None }
+        ApiError { code, reason, message, name: None, kind: None, causes: Vec::new() }
     }
 
     fn with(mut self, kind: &str, name: &str) -> Self {
@@ -37,6 +77,11 @@ impl ApiError {
     /// 404 `<resource> "<name>" not found`.
     pub fn not_found(resource: &str, name: &str) -> Self {
         Self::new(404, "NotFound", format!("{resource} \"{name}\" not found")).with(resource, name)
+    }
+
+    /// 413 RequestEntityTooLarge for a body over `limit` bytes.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(413, "RequestEntityTooLarge", format!("the request body is larger than the limit of {limit} bytes"))
     }
 
     /// 404 for a path that names no resource.
@@ -71,7 +116,16 @@ impl ApiError {
 
     /// 422 `<Kind> "<name>" is invalid: <field>: <detail>`.
     pub fn invalid(kind: &str, name: &str, detail: &str) -> Self {
-        Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {detail}")).with(kind, name)
+        Self::invalid_causes(kind, name, vec![Cause::from_detail(detail)])
+    }
+
+    /// 422 Invalid with one cause per field (kube-apiserver's aggregate message).
+    pub fn invalid_causes(kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let texts: Vec<String> = causes.iter().map(Cause::text).collect();
+        let detail = if texts.len() == 1 { texts[0].clone() } else { format!("[{}]", texts.join(", ")) };
+        let mut err = Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {detail}")).with(kind, name);
+        err.causes = causes;
+        err
     }
 
     /// 400 BadRequest.
@@ -97,6 +151,11 @@ impl ApiError {
     /// 410 Expired: the watch asked for history that is gone.
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message.into())
+    }
+
+    /// 504 Timeout (a list asked for a revision newer than the store's).
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message.into())
     }
 
     /// 500 InternalError.
@@ -135,6 +194,14 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if !self.causes.is_empty() {
+            let causes: Vec<Value> = self
+                .causes
+                .iter()
+                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                .collect();
+            details.insert("causes".into(), Value::Array(causes));
+        }
         if !details.is_empty() {
             status["details"] = Value::Object(details);
         }

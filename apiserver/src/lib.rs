@@ -1,8 +1,10 @@
-//! minion-apiserver: a subset of the Kubernetes API server (core/v1, apps/v1 and
-//! coordination.k8s.io/v1) over plain HTTP, backed by SQLite, with the scheduler,
-//! the endpoints, ReplicaSet, Deployment, node lifecycle and garbage-collection
-//! controllers running in-process.
+//! minion-apiserver: a subset of the Kubernetes API server (core/v1, apps/v1,
+//! coordination.k8s.io/v1 and discovery.k8s.io/v1) over plain HTTP, backed by SQLite
+//! (group commit: every acknowledged write is fsync'd), with the scheduler, the
+//! endpoints/endpointslice, ReplicaSet, Deployment, ServiceAccount, node lifecycle and
+//! garbage-collection controllers running in-process.
 
+pub mod admission;
 pub mod bootstrap;
 pub mod controllers;
 pub mod db;
@@ -10,6 +12,7 @@ pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod ipalloc;
+pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

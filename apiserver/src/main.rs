@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// A Kubernetes API server subset (core/v1, apps/v1, coordination.k8s.io/v1) over plain HTTP.
+/// A Kubernetes API server subset (core/v1, apps/v1, coordination.k8s.io/v1,
+/// discovery.k8s.io/v1) over plain HTTP.
 #[derive(Debug, Parser)]
 #[command(name = "minion-apiserver", version)]
 struct Args {

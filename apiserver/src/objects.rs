@@ -139,7 +139,8 @@ pub fn default_workload(obj: &mut Value, kind: &str) {
 fn default_container(c: &mut Value) {
     let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
     let Some(map) = c.as_object_mut() else { return };
-    let latest = !image.contains(':') || image.ends_with(":latest");
+    let last = image.rsplit('/').next().unwrap_or(&image);
+    let latest = !last.contains(':') || last.ends_with(":latest");
     let policy = if latest && !image.contains('@') { "Always" } else { "IfNotPresent" };
     default_field(map, "imagePullPolicy", json!(policy));
     default_field(map, "terminationMessagePath", json!("/dev/termination-log"));

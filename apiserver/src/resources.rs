@@ -37,10 +37,13 @@ const fn core(
 pub const RESOURCES: &[ResourceInfo] = &[
     core("namespaces", "namespace", "Namespace", false, &["ns"], &["status"], true),
     core("nodes", "node", "Node", false, &["no"], &["status"], false),
-    core("pods", "pod", "Pod", true, &["po"], &["status", "binding", "log"], false),
+    core("pods", "pod", "Pod", true, &["po"], &["status", "binding", "log", "eviction"], false),
     core("services", "service", "Service", true, &["svc"], &["status"], true),
     core("endpoints", "endpoints", "Endpoints", true, &["ep"], &[], false),
     core("events", "event", "Event", true, &["ev"], &[], false),
+    core("configmaps", "configmap", "ConfigMap", true, &["cm"], &[], false),
+    core("secrets", "secret", "Secret", true, &[], &[], false),
+    core("serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[], false),
     ResourceInfo {
         plural: "deployments",
         singular: "deployment",
@@ -64,6 +67,28 @@ pub const RESOURCES: &[ResourceInfo] = &[
         label_names: false,
     },
     ResourceInfo {
+        plural: "daemonsets",
+        singular: "daemonset",
+        kind: "DaemonSet",
+        group: "apps",
+        version: "v1",
+        namespaced: true,
+        short_names: &["ds"],
+        subresources: &["status"],
+        label_names: false,
+    },
+    ResourceInfo {
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        group: "discovery.k8s.io",
+        version: "v1",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        label_names: false,
+    },
+    ResourceInfo {
         plural: "leases",
         singular: "lease",
         kind: "Lease",
@@ -77,7 +102,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
 ];
 
 /// The named API groups served (besides core "").
-pub const GROUPS: &[&str] = &["apps", "coordination.k8s.io"];
+pub const GROUPS: &[&str] = &["apps", "coordination.k8s.io", "discovery.k8s.io"];
 
 /// Looks a resource up by group and plural.
 pub fn find(group: &str, plural: &str) -> Option<&'static ResourceInfo> {

@@ -46,6 +46,8 @@ pub struct AppState {
     pub ips: Mutex<ClusterIpAllocator>,
     /// Becomes true when the server shuts down (ends watches).
     pub shutdown: watch::Receiver<bool>,
+    /// Request counters and latencies (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -75,7 +77,7 @@ pub async fn run_with_listener(
         .map_err(|source| Error::Store { dir: config.data_dir.display().to_string(), source })?;
     let db = Db::new(Arc::new(store));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = Arc::new(AppState { db, ips: Mutex::new(ClusterIpAllocator::service_cidr()), shutdown: stop_rx });
+    let state = Arc::new(AppState { db, ips: Mutex::new(ClusterIpAllocator::service_cidr()), shutdown: stop_rx, metrics: Default::default() });
     let local = listener.local_addr().map_err(Error::Serve)?;
     let advertise = config.advertise_address.unwrap_or_else(|| advertise_default(local.ip()));
     crate::bootstrap::run(&state, advertise, local.port()).await.map_err(|e| Error::Bootstrap(e.to_string()))?;

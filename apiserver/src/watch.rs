@@ -145,6 +145,16 @@ impl Encoder {
             EventType::Modified if before => "DELETED",
             _ => return None,
         };
+        if !self.table {
+            let object = ev.object_json();
+            let mut out = Vec::with_capacity(object.len() + 32);
+            out.extend_from_slice(b"{\"type\":\"");
+            out.extend_from_slice(kind.as_bytes());
+            out.extend_from_slice(b"\",\"object\":");
+            out.extend_from_slice(object);
+            out.extend_from_slice(b"}\n");
+            return Some(Bytes::from(out));
+        }
         Some(line(&json!({"type": kind, "object": self.object(&ev.object)})))
     }
 
@@ -187,7 +197,7 @@ mod tests {
     }
 
     fn event(kind: EventType, object: Value, prev: Option<Value>) -> Event {
-        Event { rev: 5, kind, key: "/registry/pods/default/p".into(), object, prev }
+        Event::new(5, kind, "/registry/pods/default/p".into(), object, prev)
     }
 
     fn ty(b: Option<Bytes>) -> Option<String> {

@@ -7,6 +7,7 @@
 //! - a name that does not exist in the zone → NXDOMAIN and the SOA in authority;
 //! - a CNAME (ExternalName Service) is returned for any other type and followed while
 //!   its target stays in the zone;
+//! - a reverse name (`in-addr.arpa`, `ip6.arpa`) of a ClusterIP or endpoint → its PTR;
 //! - a name outside the zone → [`Outcome::OutOfZone`] (REFUSED, or forwarded upstream).
 //!
 //! Pure: no sockets, unit-tested.
@@ -81,7 +82,8 @@ impl Answer {
 /// accept them).
 pub fn answer(records: &Records, query: &Query) -> Answer {
     let qname = LowerName::new(query.name());
-    if query.query_class() != DNSClass::IN || !records.in_zone(&qname) {
+    let known = records.in_zone(&qname) || records.is_known_reverse(&qname);
+    if query.query_class() != DNSClass::IN || !known {
         return Answer::out_of_zone();
     }
     let answers = resolve_chain(records, query.name(), query.query_type());

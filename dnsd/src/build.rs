@@ -8,6 +8,10 @@
 //!   endpoint's hostname, or its IP with dashes like CoreDNS), SRV per named port
 //!   targeting those hostnames.
 //! - ExternalName Service: a CNAME to `spec.externalName`.
+//! - PTR: every ClusterIP → `<svc>.<ns>.svc.<zone>`, every published headless
+//!   endpoint address → `<hostname>.<svc>.<ns>.svc.<zone>` (under `in-addr.arpa` /
+//!   `ip6.arpa`).
+//! - Every Namespace: `<ns>.svc.<zone>` exists (NODATA), even without Services.
 //!
 //! A pure function: no IO, unit-tested.
 
@@ -24,11 +28,13 @@ use crate::records::{Records, RecordsBuilder, Zone};
 const SRV_PRIORITY: u16 = 0;
 const SRV_WEIGHT: u16 = 100;
 
-/// Builds the zone snapshot from every Service and Endpoints object of the cluster.
-/// `serial` becomes the SOA serial (bump it whenever the inputs change).
+/// Builds the zone snapshot from every Namespace (by name), Service and Endpoints
+/// object of the cluster. `serial` becomes the SOA serial (bump it whenever the
+/// inputs change).
 pub fn build_records<'a>(
     zone: &Zone,
     serial: u32,
+    namespaces: impl IntoIterator<Item = &'a str>,
     services: impl IntoIterator<Item = &'a Service>,
     endpoints: impl IntoIterator<Item = &'a Endpoints>,
 ) -> Records {
@@ -45,6 +51,9 @@ pub fn build_records<'a>(
         })
         .collect();
     let mut builder = RecordsBuilder::new(zone.clone(), serial);
+    for ns in namespaces {
+        builder.add_namespace(ns);
+    }
     for svc in services {
         let (Some(ns), Some(name)) = (
             svc.metadata.namespace.as_deref(),
@@ -116,6 +125,7 @@ fn add_cluster_ip(b: &mut RecordsBuilder, base: &Name, ips: Vec<IpAddr>, ports: 
     }
     for ip in ips {
         b.add(base, address_rdata(ip));
+        b.add_ptr(ip, base);
     }
     for port in ports {
         let Ok(number) = u16::try_from(port.port) else {
@@ -166,6 +176,7 @@ fn add_endpoint_address(
         return;
     };
     b.add(&host, address_rdata(ip));
+    b.add_ptr(ip, &host);
     for port in ports {
         let Ok(number) = u16::try_from(port.port) else {
             continue;

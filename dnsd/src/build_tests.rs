@@ -67,14 +67,14 @@ fn headless_publish_not_ready_includes_not_ready() {
     let mut svc = headless_service("db", "pg");
     svc.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
     let eps = endpoints("db", "pg", &["10.244.1.5"], &["10.244.3.9"]);
-    let r = build_records(&zone(), 1, [&svc], [&eps]);
+    let r = build_records(&zone(), 1, ["default", "db"], [&svc], [&eps]);
     assert_eq!(ips(&r, "pg.db.svc.cluster.local.").len(), 2);
 }
 
 #[test]
 fn headless_without_endpoints_has_no_records() {
     let svc = headless_service("db", "lonely");
-    let r = build_records(&zone(), 1, [&svc], []);
+    let r = build_records(&zone(), 1, ["default", "db"], [&svc], []);
     assert!(r.lookup(&lower("lonely.db.svc.cluster.local.")).is_none());
 }
 
@@ -83,7 +83,7 @@ fn endpoint_hostname_names_the_address() {
     let svc = headless_service("db", "pg");
     let mut eps = endpoints("db", "pg", &["10.244.1.5"], &[]);
     eps.subsets.as_mut().unwrap()[0].addresses.as_mut().unwrap()[0].hostname = Some("pg-0".into());
-    let r = build_records(&zone(), 1, [&svc], [&eps]);
+    let r = build_records(&zone(), 1, ["default", "db"], [&svc], [&eps]);
     assert_eq!(ips(&r, "pg-0.pg.db.svc.cluster.local.").len(), 1);
 }
 
@@ -102,7 +102,7 @@ fn external_name_gets_cname() {
 fn dual_stack_service_gets_a_and_aaaa() {
     let mut svc = cluster_ip_service("default", "dual", "10.96.0.30");
     svc.spec.as_mut().unwrap().cluster_ips = Some(vec!["10.96.0.30".into(), "fd00::30".into()]);
-    let r = build_records(&zone(), 1, [&svc], []);
+    let r = build_records(&zone(), 1, ["default", "db"], [&svc], []);
     assert_eq!(ips(&r, "dual.default.svc.cluster.local.").len(), 2);
 }
 
@@ -110,7 +110,7 @@ fn dual_stack_service_gets_a_and_aaaa() {
 fn service_without_cluster_ip_is_skipped() {
     let mut svc = cluster_ip_service("default", "pending", "");
     svc.spec.as_mut().unwrap().cluster_ips = None;
-    let r = build_records(&zone(), 1, [&svc], []);
+    let r = build_records(&zone(), 1, ["default", "db"], [&svc], []);
     assert!(!r.exists(&lower("pending.default.svc.cluster.local.")));
 }
 

@@ -1,23 +1,30 @@
 //! minion-dnsd: the cluster DNS server (the CoreDNS / kube-dns role).
 //!
 //! It answers `<svc>.<ns>.svc.<cluster-domain>` from an immutable [`Records`]
-//! snapshot that a watch on Services and Endpoints rebuilds and swaps atomically
-//! (`ArcSwap`), serves UDP and TCP through hickory-server, and registers its own
+//! snapshot that a watch on Namespaces, Services and Endpoints rebuilds and swaps
+//! atomically (`ArcSwap`), serves UDP (SO_REUSEPORT worker threads) and TCP with a
+//! hand-written wire path over hickory-proto records, forwards other names to
+//! upstreams through a bounded cache, and registers its own
 //! address in the `kube-system/kube-dns` Endpoints so the `kube-dns` Service
 //! (10.96.0.10) reaches it.
 //!
-//! Layout: [`records`] (the zone snapshot), [`build`] (Services/Endpoints → records),
-//! [`answer`] (one question → response sections), [`server`] (hickory front end),
-//! [`forward`] (out-of-zone upstream), [`watch`] (API watches), [`register`]
-//! (kube-dns Endpoints).
+//! Layout: [`records`] (the zone snapshot), [`build`] (Namespaces/Services/Endpoints →
+//! records), [`index`] (the snapshot pre-encoded for the wire), [`wire`] (one request
+//! packet → one response), [`answer`] (the same semantics on hickory types, the
+//! reference the wire path is tested against), [`server`] (UDP workers and TCP),
+//! [`forward`] + [`cache`] (out-of-zone upstreams), [`watch`] (API watches),
+//! [`register`] (kube-dns Endpoints).
 
 pub mod answer;
 pub mod build;
+pub mod cache;
 pub mod forward;
+pub mod index;
 pub mod records;
 pub mod register;
 pub mod server;
 pub mod watch;
+pub mod wire;
 
 #[cfg(test)]
 mod test_fixtures;
@@ -34,9 +41,10 @@ use kube::Client;
 
 pub use answer::{answer, Answer, Outcome};
 pub use build::build_records;
+pub use forward::Forwarder;
 pub use records::{Records, RecordsBuilder, Zone};
 pub use register::Registration;
-pub use server::{DnsHandler, DnsServer};
+pub use server::{DnsHandler, DnsServer, Handled};
 
 /// How often the kube-dns registration is re-checked (it is restored if lost).
 const REGISTRATION_INTERVAL: Duration = Duration::from_secs(30);
@@ -60,8 +68,21 @@ pub struct Config {
     pub node_name: Option<String>,
     /// TTL of every answer, in seconds.
     pub ttl: u32,
-    /// Resolver for names outside the cluster domain; `None` → REFUSED.
-    pub upstream: Option<SocketAddr>,
+    /// Resolvers for names outside the cluster domain; when empty, the nameservers
+    /// of `resolv_conf`.
+    pub upstreams: Vec<SocketAddr>,
+    /// resolv.conf naming the upstreams (the node's `/etc/resolv.conf`); `None` with
+    /// no `upstreams` → out-of-zone names are REFUSED.
+    pub resolv_conf: Option<PathBuf>,
+    /// Most answers kept in the forwarding cache.
+    pub cache_entries: usize,
+    /// Number of UDP worker threads (sockets bound with SO_REUSEPORT).
+    pub udp_workers: usize,
+}
+
+/// The number of UDP workers when not configured: one per CPU.
+pub fn default_udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// Errors that stop the daemon.
@@ -81,6 +102,27 @@ pub enum RunError {
     /// The DNS sockets failed.
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    /// The upstream list could not be read.
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardError),
+}
+
+/// The forwarder `config` asks for: explicit upstreams, else resolv.conf's
+/// nameservers (minus dnsd's own listen address), else none.
+pub fn forwarder(config: &Config) -> Result<Option<Forwarder>, RunError> {
+    let mut upstreams = config.upstreams.clone();
+    if upstreams.is_empty() {
+        if let Some(path) = &config.resolv_conf {
+            upstreams = forward::resolv_conf_nameservers(path)?;
+        }
+    }
+    upstreams.retain(|u| *u != config.listen);
+    if upstreams.is_empty() {
+        tracing::warn!("no upstream nameservers: names outside the cluster domain are refused");
+        return Ok(None);
+    }
+    tracing::info!(?upstreams, "forwarding names outside the cluster domain");
+    Ok(Some(Forwarder::new(upstreams, config.cache_entries)))
 }
 
 /// Builds a client for the API server named in `path`.
@@ -103,8 +145,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let serial = watch::next_serial(0);
     let records = Arc::new(ArcSwap::from_pointee(Records::empty(zone.clone(), serial)));
     let client = kube_client(&config.kubeconfig).await?;
-    let handler = DnsHandler::new(records.clone(), config.upstream);
-    let server = DnsServer::bind(config.listen, handler).await?;
+    let handler = DnsHandler::new(records.clone(), forwarder(&config)?);
+    let server = DnsServer::bind(config.listen, config.udp_workers, handler).await?;
     let watch_task = tokio::spawn(watch::watch_records(client.clone(), zone, records));
     let registration = config.advertise_address.map(|address| Registration {
         address,

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Log filter without RUST_LOG: hickory logs every query at info, keep that at warn.
-const DEFAULT_LOG_FILTER: &str = "info,hickory_server=warn";
+/// Log filter without RUST_LOG.
+const DEFAULT_LOG_FILTER: &str = "info";
 
 /// Cluster DNS server: answers <svc>.<ns>.svc.<cluster-domain> from the API server's
 /// Services and Endpoints, and registers itself behind the kube-dns Service.
@@ -30,12 +30,24 @@ struct Cli {
     /// Node name to record on the kube-dns endpoint address.
     #[arg(long)]
     node_name: Option<String>,
-    /// TTL of answers, in seconds.
-    #[arg(long, default_value_t = 5)]
+    /// TTL of answers (and the SOA's negative TTL), in seconds.
+    #[arg(long, default_value_t = minion_dnsd::records::DEFAULT_TTL)]
     ttl: u32,
-    /// Resolver (IP:PORT) for names outside the cluster domain; without it they are REFUSED.
+    /// Resolver (IP:PORT) for names outside the cluster domain (repeatable); overrides --resolv-conf.
     #[arg(long)]
-    upstream: Option<SocketAddr>,
+    upstream: Vec<SocketAddr>,
+    /// resolv.conf whose nameservers get names outside the cluster domain.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// Refuse names outside the cluster domain instead of forwarding them.
+    #[arg(long)]
+    no_forward: bool,
+    /// Most answers kept in the forwarding cache.
+    #[arg(long, default_value_t = minion_dnsd::forward::DEFAULT_CACHE_ENTRIES)]
+    cache_entries: usize,
+    /// UDP worker threads, each on its own SO_REUSEPORT socket (default: one per CPU).
+    #[arg(long)]
+    udp_workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -64,7 +76,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         advertise_address: cli.advertise_address,
         node_name: cli.node_name,
         ttl: cli.ttl,
-        upstream: cli.upstream,
+        upstreams: if cli.no_forward {
+            Vec::new()
+        } else {
+            cli.upstream
+        },
+        resolv_conf: (!cli.no_forward).then_some(cli.resolv_conf),
+        cache_entries: cli.cache_entries,
+        udp_workers: cli
+            .udp_workers
+            .unwrap_or_else(minion_dnsd::default_udp_workers),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(minion_dnsd::run(config, shutdown_signal()))?;

@@ -6,9 +6,17 @@
 //! only read; the server swaps the whole snapshot atomically, so lookups never lock.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
-use hickory_proto::rr::rdata::{NS, SOA};
+use hickory_proto::rr::rdata::{NS, PTR, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
+
+use crate::index::WireIndex;
+
+/// The schema version of the Kubernetes DNS specification served at `dns-version.<zone>`.
+pub const DNS_SCHEMA_VERSION: &str = "1.1.0";
+/// Default TTL of answers and of the SOA's negative-caching minimum.
+pub const DEFAULT_TTL: u32 = 30;
 
 /// SOA timers, as CoreDNS's kubernetes plugin publishes them.
 const SOA_REFRESH: i32 = 7200;
@@ -33,7 +41,7 @@ pub enum RecordsError {
 pub struct Zone {
     /// The apex, e.g. `cluster.local.` (always fully qualified, lower case).
     pub apex: Name,
-    /// TTL of every answer and of the SOA (`--ttl`, CoreDNS's default is 5).
+    /// TTL of every answer and of the SOA (`--ttl`, default [`DEFAULT_TTL`]).
     pub ttl: u32,
 }
 
@@ -94,17 +102,51 @@ pub struct Records {
     soa: Record,
     /// Record sets by owner name (all record types of one name together).
     names: HashMap<LowerName, Vec<Record>>,
-    /// Names that own no records but have descendants that do (`svc.<zone>`,
-    /// `<ns>.svc.<zone>`): they exist, so queries for them get NODATA, not NXDOMAIN.
+    /// Names that own no records but exist: structural names (`svc.<zone>`), every
+    /// namespace's `<ns>.svc.<zone>`, and ancestors of names that own records. Queries
+    /// for them get NODATA, not NXDOMAIN.
     empty_non_terminals: HashSet<LowerName>,
+    /// Built from the API server's lists (false for the placeholder served before the
+    /// first sync, which answers SERVFAIL).
+    synced: bool,
+    /// The same records pre-encoded for the wire (the server's fast path).
+    wire: WireIndex,
 }
 
 impl Records {
-    /// An empty zone: only the apex's SOA and NS.
+    /// The placeholder served before the first sync with the API server: it holds
+    /// only the apex and is not [`Records::synced`], so in-zone queries get SERVFAIL.
     pub fn empty(zone: Zone, serial: u32) -> Self {
         let mut builder = RecordsBuilder::new(zone, serial);
         builder.seal();
+        builder.records.synced = false;
         builder.records
+    }
+
+    /// False until the snapshot was built from the API server's lists.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// The pre-encoded form of this snapshot.
+    pub fn wire(&self) -> &WireIndex {
+        &self.wire
+    }
+
+    /// True when `name` is a reverse (`in-addr.arpa` / `ip6.arpa`) name this snapshot
+    /// owns a PTR for.
+    pub fn is_known_reverse(&self, name: &LowerName) -> bool {
+        !self.in_zone(name) && self.names.contains_key(name)
+    }
+
+    /// Every owner name with its records (for the wire index and tests).
+    pub fn iter(&self) -> impl Iterator<Item = (&LowerName, &[Record])> {
+        self.names.iter().map(|(n, r)| (n, r.as_slice()))
+    }
+
+    /// Every empty non-terminal (existing name without records).
+    pub fn empty_names(&self) -> impl Iterator<Item = &LowerName> {
+        self.empty_non_terminals.iter()
     }
 
     /// The zone this snapshot serves.
@@ -145,9 +187,9 @@ impl Records {
         self.names.len()
     }
 
-    /// True when the zone holds nothing but its apex.
+    /// True when the zone holds nothing but its apex and `dns-version`.
     pub fn is_empty(&self) -> bool {
-        self.names.len() <= 1
+        self.names.len() <= 2
     }
 }
 
@@ -155,6 +197,8 @@ impl Records {
 #[derive(Debug)]
 pub struct RecordsBuilder {
     records: Records,
+    /// Names that exist without records (structural names, namespaces).
+    explicit: HashSet<LowerName>,
 }
 
 impl RecordsBuilder {
@@ -164,14 +208,51 @@ impl RecordsBuilder {
         let apex = LowerName::new(&zone.apex);
         let mut names = HashMap::new();
         names.insert(apex.clone(), vec![soa.clone(), zone.ns()]);
-        Self {
+        let mut builder = Self {
             records: Records {
                 zone,
                 apex,
                 soa,
                 names,
                 empty_non_terminals: HashSet::new(),
+                synced: true,
+                wire: WireIndex::default(),
             },
+            explicit: HashSet::new(),
+        };
+        if let Some(version) = builder.zone().name("dns-version") {
+            let txt = TXT::new(vec![DNS_SCHEMA_VERSION.to_string()]);
+            builder.add(&version, RData::TXT(txt));
+        }
+        if let Some(svc) = builder.zone().name("svc") {
+            builder.explicit.insert(LowerName::new(&svc));
+        }
+        builder
+    }
+
+    /// Marks the namespace `ns` as existing: `<ns>.svc.<zone>` answers NODATA even
+    /// when the namespace has no Services.
+    pub fn add_namespace(&mut self, ns: &str) {
+        if let Some(name) = self.zone().name(&format!("{ns}.svc")) {
+            self.explicit.insert(LowerName::new(&name));
+        }
+    }
+
+    /// Adds a PTR from `ip`'s reverse name (`in-addr.arpa` / `ip6.arpa`) to `target`.
+    pub fn add_ptr(&mut self, ip: IpAddr, target: &Name) {
+        let owner = Name::from(ip).to_lowercase();
+        let record = Record::from_rdata(
+            owner.clone(),
+            self.records.zone.ttl,
+            RData::PTR(PTR(target.clone())),
+        );
+        let set = self
+            .records
+            .names
+            .entry(LowerName::new(&owner))
+            .or_default();
+        if !set.iter().any(|r| r.data == record.data) {
+            set.push(record);
         }
     }
 
@@ -203,8 +284,13 @@ impl RecordsBuilder {
 
     fn seal(&mut self) {
         let apex = &self.records.apex;
-        let mut ents = HashSet::new();
-        for owner in self.records.names.keys() {
+        let mut ents: HashSet<LowerName> = self
+            .explicit
+            .iter()
+            .filter(|n| !self.records.names.contains_key(*n))
+            .cloned()
+            .collect();
+        for owner in self.records.names.keys().chain(self.explicit.iter()) {
             let mut name = owner.base_name();
             while apex.zone_of(&name) && name != *apex {
                 if !self.records.names.contains_key(&name) {
@@ -214,6 +300,7 @@ impl RecordsBuilder {
             }
         }
         self.records.empty_non_terminals = ents;
+        self.records.wire = WireIndex::build(&self.records);
     }
 }
 
@@ -278,5 +365,9 @@ mod tests {
         let apex = r.lookup(&lower("cluster.local.")).unwrap();
         assert_eq!(apex.len(), 2);
         assert!(r.is_empty());
+        assert!(!r.synced());
+        assert!(r.exists(&lower("svc.cluster.local.")));
+        let txt = r.lookup(&lower("dns-version.cluster.local.")).unwrap();
+        assert_eq!(txt[0].data.to_string(), "1.1.0");
     }
 }

@@ -1,31 +1,44 @@
-//! The DNS server of the cluster (the CoreDNS role behind the `kube-dns` Service):
-//! hickory-server's UDP and TCP front end with a [`RequestHandler`] that answers
-//! from the current [`Records`] snapshot. The snapshot lives in an `ArcSwap`, so the
-//! watch task replaces it while queries keep being answered, without locks.
+//! The DNS server of the cluster (the CoreDNS role behind the `kube-dns` Service).
+//!
+//! UDP is served by several worker threads, each on its own `SO_REUSEPORT` socket
+//! bound to the same address (the kernel spreads clients over them), each reusing
+//! one receive and one send buffer; TCP (RFC 7766 framing) by a tokio task per
+//! connection. Every request is answered by [`crate::wire::respond`] from the current
+//! [`Records`] snapshot, which lives in an `ArcSwap`: the watch task replaces it
+//! while queries keep being answered, without locks. Names outside the zone go to
+//! the [`Forwarder`]: a cache hit is answered on the worker thread, a miss on the
+//! tokio runtime.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
-use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::answer::{answer, Answer, Outcome};
 use crate::forward::Forwarder;
 use crate::records::Records;
+use crate::wire::{self, code_reply, Action, Rcode};
 
 /// Idle timeout of a TCP connection.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Per-connection buffer of outgoing TCP responses.
-const TCP_RESPONSE_BUFFER: usize = 16;
+/// Most TCP connections served at once.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// How often an idle UDP worker checks for shutdown.
+const UDP_POLL: Duration = Duration::from_millis(100);
 /// Attempts to find a port free for both UDP and TCP when asked for port 0.
 const PORT_ZERO_ATTEMPTS: usize = 20;
+/// Receive buffer of a UDP worker (the largest UDP message).
+const UDP_BUFFER: usize = 65535;
+/// Most forwarded UDP queries waiting for an upstream at once; beyond, queries are
+/// dropped (the client retries) instead of piling up tasks.
+const MAX_INFLIGHT_FORWARDS: usize = 4096;
+/// Kernel receive buffer asked for each UDP socket.
+const SOCKET_RECV_BUFFER: usize = 4 << 20;
 
 /// Errors of the DNS front end.
 #[derive(Debug, thiserror::Error)]
@@ -40,132 +53,109 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The server's tasks failed.
-    #[error("DNS server on {addr} failed: {reason}")]
-    Serve {
+    /// A UDP worker thread could not be started.
+    #[error("failed to start UDP worker for {addr}: {source}")]
+    Worker {
         /// The listen address.
         addr: SocketAddr,
-        /// hickory's error text.
-        reason: String,
+        /// The OS error.
+        source: std::io::Error,
     },
 }
 
-/// Answers every request from the current snapshot; forwards out-of-zone questions
-/// when an upstream is configured, else refuses them.
+/// What a handled request needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// The response is in the output buffer.
+    Reply,
+    /// Send nothing.
+    Drop,
+    /// Out of zone and not cached: resolve with [`DnsHandler::forward`].
+    Forward,
+}
+
+/// Answers requests from the current snapshot; forwards out-of-zone questions when
+/// upstreams are configured, else refuses them.
 pub struct DnsHandler {
     records: Arc<ArcSwap<Records>>,
-    forwarder: Option<Forwarder>,
+    forwarder: Option<Arc<Forwarder>>,
+    inflight: Arc<AtomicUsize>,
+}
+
+/// One forwarded query in flight; releases its slot on drop.
+struct Inflight(Arc<AtomicUsize>);
+
+impl Inflight {
+    fn acquire(counter: &Arc<AtomicUsize>) -> Option<Self> {
+        if counter.fetch_add(1, Ordering::Relaxed) >= MAX_INFLIGHT_FORWARDS {
+            counter.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(counter.clone()))
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl DnsHandler {
-    /// A handler over `records`, forwarding out-of-zone names to `upstream` if given.
-    pub fn new(records: Arc<ArcSwap<Records>>, upstream: Option<SocketAddr>) -> Self {
+    /// A handler over `records`, forwarding out-of-zone names with `forwarder` if given.
+    pub fn new(records: Arc<ArcSwap<Records>>, forwarder: Option<Forwarder>) -> Self {
         Self {
             records,
-            forwarder: upstream.map(Forwarder::new),
+            forwarder: forwarder.map(Arc::new),
+            inflight: Arc::new(AtomicUsize::new(0)),
         }
     }
-}
 
-#[async_trait::async_trait]
-impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        if request.metadata.message_type != MessageType::Query
-            || request.metadata.op_code != OpCode::Query
-        {
-            return send_error(request, ResponseCode::NotImp, response_handle).await;
-        }
-        let Ok(info) = request.request_info() else {
-            return send_error(request, ResponseCode::FormErr, response_handle).await;
-        };
-        let query = info.query.original().clone();
-        // The guard is dropped before any await: lookups never hold the snapshot.
-        let result = answer(&self.records.load(), &query);
-        if result.outcome == Outcome::OutOfZone {
-            if let Some(forwarder) = &self.forwarder {
-                return forwarder.forward(request, response_handle).await;
-            }
-        }
-        send_answer(request, &result, self.forwarder.is_some(), response_handle).await
-    }
-}
-
-/// The EDNS section of a response to `request` (only when the request had one).
-pub(crate) fn response_edns(request: &Request) -> Option<Edns> {
-    let req = request.edns.as_ref()?;
-    let mut edns = Edns::new();
-    edns.set_max_payload(req.max_payload().max(512));
-    edns.set_version(0);
-    Some(edns)
-}
-
-async fn send_answer<R: ResponseHandler>(
-    request: &Request,
-    result: &Answer,
-    recursion_available: bool,
-    mut response_handle: R,
-) -> ResponseInfo {
-    let edns = response_edns(request);
-    let mut metadata = Metadata::response_from_request(&request.metadata);
-    metadata.authoritative = result.authoritative();
-    metadata.response_code = result.response_code();
-    metadata.recursion_available = recursion_available;
-    let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
-        metadata,
-        result.answers.iter(),
-        result.authority.iter(),
-        [],
-        [],
-    );
-    match response_handle.send_response(response).await {
-        Ok(info) => info,
-        Err(error) => {
-            tracing::warn!(%error, src = %request.src(), "failed to send DNS response");
-            serve_failed(request)
+    /// Answers `packet` synchronously into `out` when possible (zone answers, errors,
+    /// cached forwards).
+    pub fn handle(&self, packet: &[u8], tcp: bool, out: &mut Vec<u8>) -> Handled {
+        let recursion = self.forwarder.is_some();
+        let records = self.records.load();
+        match wire::respond(&records, packet, out, tcp, recursion) {
+            Action::Reply => Handled::Reply,
+            Action::Drop => Handled::Drop,
+            Action::Forward(query) => match &self.forwarder {
+                Some(forwarder) if forwarder.cached(&query, tcp, out) => Handled::Reply,
+                Some(_) => Handled::Forward,
+                None => {
+                    code_reply(&query, Rcode::Refused, false, out);
+                    Handled::Reply
+                }
+            },
         }
     }
-}
 
-pub(crate) async fn send_error<R: ResponseHandler>(
-    request: &Request,
-    code: ResponseCode,
-    mut response_handle: R,
-) -> ResponseInfo {
-    let edns = response_edns(request);
-    let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
-        .error_msg(&request.metadata, code);
-    match response_handle.send_response(response).await {
-        Ok(info) => info,
-        Err(error) => {
-            tracing::warn!(%error, src = %request.src(), "failed to send DNS error response");
-            serve_failed(request)
-        }
+    /// Resolves an out-of-zone `packet` upstream (after [`Handled::Forward`]).
+    pub async fn forward(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        self.forwarder.as_ref()?.resolve(packet, tcp).await
     }
-}
 
-pub(crate) fn serve_failed(request: &Request) -> ResponseInfo {
-    let mut metadata = Metadata::response_from_request(&request.metadata);
-    metadata.response_code = ResponseCode::ServFail;
-    ResponseInfo::from(Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    })
+    fn forwarder(&self) -> Option<Arc<Forwarder>> {
+        self.forwarder.clone()
+    }
 }
 
 /// A bound DNS server (UDP and TCP on the same address), not yet serving.
 pub struct DnsServer {
-    udp: UdpSocket,
+    udp: Vec<UdpSocket>,
     tcp: TcpListener,
-    handler: DnsHandler,
+    addr: SocketAddr,
+    handler: Arc<DnsHandler>,
 }
 
 impl DnsServer {
-    /// Binds UDP and TCP on `listen`. With port 0, picks one port free for both.
-    pub async fn bind(listen: SocketAddr, handler: DnsHandler) -> Result<Self, ServerError> {
+    /// Binds one UDP socket per worker and a TCP listener on `listen`. With port 0,
+    /// picks one port free for both.
+    pub async fn bind(
+        listen: SocketAddr,
+        workers: usize,
+        handler: DnsHandler,
+    ) -> Result<Self, ServerError> {
         let attempts = if listen.port() == 0 {
             PORT_ZERO_ATTEMPTS
         } else {
@@ -173,28 +163,33 @@ impl DnsServer {
         };
         let mut last_error = None;
         for _ in 0..attempts {
-            let udp = UdpSocket::bind(listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    proto: "udp",
-                    addr: listen,
-                    source,
-                })?;
-            let addr = udp.local_addr().map_err(|source| ServerError::Bind {
+            let first = reuseport_udp(listen)?;
+            let addr = first.local_addr().map_err(|source| ServerError::Bind {
                 proto: "udp",
                 addr: listen,
                 source,
             })?;
-            match TcpListener::bind(addr).await {
-                Ok(tcp) => return Ok(Self { udp, tcp, handler }),
+            let tcp = match TcpListener::bind(addr).await {
+                Ok(tcp) => tcp,
                 Err(source) => {
                     last_error = Some(ServerError::Bind {
                         proto: "tcp",
                         addr,
                         source,
-                    })
+                    });
+                    continue;
                 }
+            };
+            let mut udp = vec![first];
+            for _ in 1..workers.max(1) {
+                udp.push(reuseport_udp(addr)?);
             }
+            return Ok(Self {
+                udp,
+                tcp,
+                addr,
+                handler: Arc::new(handler),
+            });
         }
         Err(last_error.unwrap_or_else(|| ServerError::Bind {
             proto: "tcp",
@@ -203,35 +198,169 @@ impl DnsServer {
         }))
     }
 
-    /// The address both sockets listen on.
-    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
-        self.udp.local_addr().map_err(|source| ServerError::Bind {
-            proto: "udp",
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })
+    /// The address both protocols listen on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    /// Serves until `shutdown` completes, then stops gracefully.
+    /// Serves until `shutdown` completes, then stops the workers.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let addr = self.local_addr()?;
-        let mut server = Server::new(self.handler);
-        server.register_socket(self.udp);
-        server.register_listener(self.tcp, TCP_TIMEOUT, TCP_RESPONSE_BUFFER);
-        tracing::info!(%addr, "serving cluster DNS on udp and tcp");
-        let token = server.shutdown_token().clone();
-        tokio::select! {
-            result = server.block_until_done() => {
-                return result.map_err(|e| ServerError::Serve { addr, reason: e.to_string() });
-            }
-            () = shutdown => token.cancel(),
+        let addr = self.addr;
+        let stop = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Handle::current();
+        let mut threads = Vec::new();
+        for (i, socket) in self.udp.into_iter().enumerate() {
+            let (handler, stop, runtime) = (self.handler.clone(), stop.clone(), runtime.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("dnsd-udp-{i}"))
+                .spawn(move || udp_worker(socket, handler, stop, runtime))
+                .map_err(|source| ServerError::Worker { addr, source })?;
+            threads.push(thread);
         }
-        server
-            .block_until_done()
+        tracing::info!(%addr, udp_workers = threads.len(), "serving cluster DNS on udp and tcp");
+        tokio::select! {
+            () = tcp_accept(self.tcp, self.handler.clone()) => {}
+            () = shutdown => {}
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
+
+/// A UDP socket with SO_REUSEPORT bound to `addr`, blocking with a read timeout.
+fn reuseport_udp(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
+    let err = |source| ServerError::Bind {
+        proto: "udp",
+        addr,
+        source,
+    };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    // A smaller buffer than asked is fine: the kernel caps it at rmem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_RECV_BUFFER);
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.set_read_timeout(Some(UDP_POLL)).map_err(err)?;
+    Ok(socket.into())
+}
+
+fn udp_worker(
+    socket: UdpSocket,
+    handler: Arc<DnsHandler>,
+    stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+) {
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; UDP_BUFFER];
+    let mut out = Vec::with_capacity(wire::CLASSIC_UDP_SIZE * 2);
+    while !stop.load(Ordering::Relaxed) {
+        let (len, src) = match socket.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(error) => {
+                tracing::debug!(%error, "udp receive failed");
+                continue;
+            }
+        };
+        let packet = &buf[..len];
+        match handler.handle(packet, false, &mut out) {
+            Handled::Reply => send(&socket, &out, src),
+            Handled::Drop => {}
+            Handled::Forward => {
+                let (Some(forwarder), Some(slot)) =
+                    (handler.forwarder(), Inflight::acquire(&handler.inflight))
+                else {
+                    tracing::debug!(%src, "too many forwarded queries in flight, dropped");
+                    continue;
+                };
+                let (packet, socket) = (packet.to_vec(), socket.clone());
+                runtime.spawn(async move {
+                    if let Some(reply) = forwarder.resolve(&packet, false).await {
+                        send(&socket, &reply, src);
+                    }
+                    drop(slot);
+                });
+            }
+        }
+    }
+}
+
+fn send(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
+    if let Err(error) = socket.send_to(reply, to) {
+        tracing::debug!(%error, %to, "udp send failed");
+    }
+}
+
+async fn tcp_accept(listener: TcpListener, handler: Arc<DnsHandler>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "tcp accept failed");
+                tokio::time::sleep(UDP_POLL).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many DNS TCP connections, closing");
+            continue;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            if let Err(error) = tcp_connection(stream, &handler).await {
+                tracing::debug!(%error, %peer, "dns tcp connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Serves length-prefixed queries on one connection until EOF or idle timeout.
+async fn tcp_connection(mut stream: TcpStream, handler: &DnsHandler) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let len = match tokio::time::timeout(TCP_TIMEOUT, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        buf.resize(len, 0);
+        tokio::time::timeout(TCP_TIMEOUT, stream.read_exact(&mut buf))
             .await
-            .map_err(|e| ServerError::Serve {
-                addr,
-                reason: e.to_string(),
-            })
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let reply = match handler.handle(&buf, true, &mut out) {
+            Handled::Reply => std::mem::take(&mut out),
+            Handled::Drop => return Ok(()),
+            Handled::Forward => match handler.forward(&buf, true).await {
+                Some(reply) => reply,
+                None => return Ok(()),
+            },
+        };
+        let Ok(reply_len) = u16::try_from(reply.len()) else {
+            return Ok(());
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&reply_len.to_be_bytes());
+        framed.extend_from_slice(&reply);
+        stream.write_all(&framed).await?;
+        out = reply;
     }
 }

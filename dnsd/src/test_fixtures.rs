@@ -65,7 +65,7 @@ pub fn sample_records() -> Records {
         &["10.244.1.5", "10.244.2.7"],
         &["10.244.3.9"],
     )];
-    build_records(&zone(), 1, &services, &eps)
+    build_records(&zone(), 1, ["default", "db", "empty"], &services, &eps)
 }
 
 /// A lower-cased name from text.

@@ -1,14 +1,15 @@
-//! Feeding the zone from the API server: kube-runtime reflectors on Services and
-//! Endpoints (list + watch); after every change the whole [`Records`] snapshot is
-//! rebuilt and swapped in atomically, as CoreDNS's kubernetes plugin does from its
-//! informer caches.
+//! Feeding the zone from the API server: kube-runtime reflectors on Namespaces,
+//! Services and Endpoints (list + watch); after every change the whole [`Records`]
+//! snapshot is rebuilt and swapped in atomically, as CoreDNS's kubernetes plugin does
+//! from its informer caches. Until all three lists are complete the placeholder
+//! snapshot stays in place (SERVFAIL for in-zone names).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -19,14 +20,21 @@ use crate::records::{Records, Zone};
 /// Which watch an event came from and whether it changed the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
+    Namespaces { list_done: bool },
     Services { list_done: bool },
     Endpoints { list_done: bool },
     Nothing,
 }
 
-/// Watches Services and Endpoints in all namespaces and keeps `records` current.
-/// Returns only when both watch streams end (they retry with backoff on errors).
+/// Watches Namespaces, and Services and Endpoints in all namespaces, and keeps
+/// `records` current. Returns only when the watch streams end (they retry with
+/// backoff on errors).
 pub async fn watch_records(client: Client, zone: Zone, records: Arc<ArcSwap<Records>>) {
+    let (namespaces, ns_writer) = reflector::store::<Namespace>();
+    let ns_events = changes(
+        reflector::reflector(ns_writer, watch_all::<Namespace>(&client)),
+        |d| Change::Namespaces { list_done: d },
+    );
     let (services, svc_writer) = reflector::store::<Service>();
     let (endpoints, ep_writer) = reflector::store::<Endpoints>();
     let svc_events = changes(
@@ -37,19 +45,21 @@ pub async fn watch_records(client: Client, zone: Zone, records: Arc<ArcSwap<Reco
         reflector::reflector(ep_writer, watch_all::<Endpoints>(&client)),
         |d| Change::Endpoints { list_done: d },
     );
-    let mut events = futures::stream::select(svc_events.boxed(), ep_events.boxed());
-    let mut listed = (false, false);
+    let mut events =
+        futures::stream::select_all([ns_events.boxed(), svc_events.boxed(), ep_events.boxed()]);
+    let mut listed = (false, false, false);
     let mut serial = records.load().soa_serial();
     while let Some(change) = events.next().await {
         match change {
             Change::Services { list_done } => listed.0 |= list_done,
             Change::Endpoints { list_done } => listed.1 |= list_done,
+            Change::Namespaces { list_done } => listed.2 |= list_done,
             Change::Nothing => continue,
         }
-        // Until both lists are complete a rebuild would drop names that exist.
-        if listed.0 && listed.1 {
+        // Until every list is complete a rebuild would drop names that exist.
+        if listed.0 && listed.1 && listed.2 {
             serial = next_serial(serial);
-            let snapshot = rebuild(&zone, serial, &services, &endpoints);
+            let snapshot = rebuild(&zone, serial, &namespaces, &services, &endpoints);
             tracing::debug!(names = snapshot.len(), serial, "cluster DNS zone rebuilt");
             records.store(Arc::new(snapshot));
         }
@@ -92,14 +102,17 @@ where
 fn rebuild(
     zone: &Zone,
     serial: u32,
+    namespaces: &Store<Namespace>,
     services: &Store<Service>,
     endpoints: &Store<Endpoints>,
 ) -> Records {
+    let namespaces = namespaces.state();
     let services = services.state();
     let endpoints = endpoints.state();
     build_records(
         zone,
         serial,
+        namespaces.iter().filter_map(|n| n.metadata.name.as_deref()),
         services.iter().map(|s| s.as_ref()),
         endpoints.iter().map(|e| e.as_ref()),
     )

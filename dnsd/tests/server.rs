@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use minion_dnsd::{build_records, DnsHandler, DnsServer, Records, Zone};
+use minion_dnsd::{build_records, DnsHandler, DnsServer, Forwarder, Records, Zone};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -40,6 +40,7 @@ fn snapshot(serial: u32, web_ip: &str) -> Records {
     build_records(
         &Zone::new("cluster.local", 5).unwrap(),
         serial,
+        ["default", "db"],
         &services,
         &endpoints,
     )
@@ -54,9 +55,10 @@ struct Running {
 
 async fn start(upstream: Option<SocketAddr>) -> Result<Running> {
     let records = Arc::new(ArcSwap::from_pointee(snapshot(1, "10.96.0.20")));
-    let handler = DnsHandler::new(records.clone(), upstream);
-    let server = DnsServer::bind("127.0.0.1:0".parse()?, handler).await?;
-    let addr = server.local_addr()?;
+    let forwarder = upstream.map(|u| Forwarder::new(vec![u], 100));
+    let handler = DnsHandler::new(records.clone(), forwarder);
+    let server = DnsServer::bind("127.0.0.1:0".parse()?, 2, handler).await?;
+    let addr = server.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.serve(async move {
         let _ = stopped.await;

@@ -30,7 +30,26 @@ pub struct UpOptions {
     pub busybox: PathBuf,
     /// Seconds to wait for the API server and for every node to be Ready.
     pub timeout_secs: u64,
+    /// Which CNI plugins wire the pods.
+    pub cni: CniChoice,
 }
+
+/// The CNI plugins a lab's agents run: minion-netd, or the reference `bridge` +
+/// `host-local` from containernetworking-plugins (to compare and to prove the CNI
+/// contract). minion-netd's daemon runs on every node either way (routes, masquerade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CniChoice {
+    /// minion-netd as the plugin.
+    #[default]
+    Minion,
+    /// The reference bridge + host-local plugins from `REFERENCE_CNI_DIR`.
+    Reference,
+}
+
+/// Where Debian's containernetworking-plugins are installed.
+pub const REFERENCE_CNI_DIR: &str = "/usr/lib/cni";
+/// The metrics address of each node's minion-netd daemon (in the node's netns).
+pub const NETD_METRICS: &str = "127.0.0.1:9101";
 
 /// What the lab records about itself, so `down` needs only the name.
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +57,8 @@ struct LabRecord {
     name: String,
     nodes: usize,
     bin_dir: PathBuf,
+    #[serde(default)]
+    cni: CniChoice,
 }
 
 fn require_root() -> Result<(), LabError> {
@@ -57,8 +78,16 @@ pub fn up(opts: &UpOptions) -> Result<Topology, LabError> {
             return Err(LabError::MissingBinary(p));
         }
     }
+    if opts.cni == CniChoice::Reference {
+        for bin in ["bridge", "host-local"] {
+            let p = Path::new(REFERENCE_CNI_DIR).join(bin);
+            if !p.exists() {
+                return Err(LabError::MissingBinary(p));
+            }
+        }
+    }
     std::fs::create_dir_all(t.state_dir.join("logs")).map_err(io_err(&t.state_dir))?;
-    let record = LabRecord { name: t.name.clone(), nodes: t.nodes, bin_dir: opts.bin_dir.clone() };
+    let record = LabRecord { name: t.name.clone(), nodes: t.nodes, bin_dir: opts.bin_dir.clone(), cni: opts.cni };
     let rec_path = t.state_dir.join("lab.json");
     std::fs::write(&rec_path, serde_json::to_string_pretty(&record).unwrap_or_default()).map_err(io_err(&rec_path))?;
     if let Err(e) = build(&t, opts) {
@@ -92,7 +121,7 @@ fn build(t: &Topology, opts: &UpOptions) -> Result<(), LabError> {
     let rootfs = t.state_dir.join("images/busybox-rootfs");
     build_busybox_rootfs(&opts.busybox, &rootfs)?;
     for (i, node) in t.node_names().iter().enumerate() {
-        daemons.extend(start_node(t, &opts.bin_dir, node, i + 1, &rootfs)?);
+        daemons.extend(start_node(t, opts, node, i + 1, &rootfs)?);
         process::save(&daemons_file(t), &daemons)?;
     }
     for node in t.node_names() {
@@ -119,18 +148,18 @@ fn start_apiserver(t: &Topology, bin_dir: &Path) -> Result<Daemon, LabError> {
 }
 
 /// Lays out one node's directories, CNI config and image, then starts its daemons.
-fn start_node(t: &Topology, bin_dir: &Path, node: &str, index: usize, rootfs: &Path) -> Result<Vec<Daemon>, LabError> {
+fn start_node(t: &Topology, opts: &UpOptions, node: &str, index: usize, rootfs: &Path) -> Result<Vec<Daemon>, LabError> {
+    let bin_dir = &opts.bin_dir;
     let dir = t.node_dir(node);
     let d = |sub: &str| dir.join(sub).display().to_string();
     for sub in ["agent", "runtime", "images", "cni/bin", "cni/net.d", "ipam"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(io_err(dir.join(sub)))?;
     }
-    let plugin = dir.join("cni/bin/minion-netd");
-    std::os::unix::fs::symlink(bin_dir.join("minion-netd"), &plugin).map_err(io_err(&plugin))?;
-    run(Command::new(bin_dir.join("minion-netd")).args(["write-config", "--pod-cidr", &t.pod_cidr(index), "--conf-dir", &d("cni/net.d"), "--data-dir", &d("ipam")]))?;
+    install_cni(t, opts, &dir, index)?;
+    let ns = t.node_netns(node);
+    net::enable_bridge_nf(&ns)?;
     let runtime = bin_dir.join("minion-runtime");
     run(Command::new(&runtime).args(["--root", &d("runtime"), "--image-root", &d("images"), "image", "import", "busybox"]).arg(rootfs))?;
-    let ns = t.node_netns(node);
     let kubeconfig = t.kubeconfig().display().to_string();
     let node_ip = t.node_ip(index);
     let agent_args: Vec<String> = [
@@ -142,14 +171,82 @@ fn start_node(t: &Topology, bin_dir: &Path, node: &str, index: usize, rootfs: &P
     ].iter().map(|s| s.to_string()).collect();
     let proxy_args: Vec<String> = ["--kubeconfig", &kubeconfig, "--cluster-cidr", minion_api::CLUSTER_CIDR, "--hostname-override", node]
         .iter().map(|s| s.to_string()).collect();
-    let dns_args: Vec<String> = ["--kubeconfig", &kubeconfig, "--listen", &format!("{node_ip}:53"), "--advertise-address", &node_ip]
+    // The lab has no way out, so names outside the cluster zone are refused, not forwarded.
+    let dns_args: Vec<String> = ["--kubeconfig", &kubeconfig, "--listen", &format!("{node_ip}:53"), "--advertise-address", &node_ip, "--no-forward"]
         .iter().map(|s| s.to_string()).collect();
+    let netd_args = netd_daemon_args(&kubeconfig, node, &dir, opts.cni);
     let log = |name: &str| t.state_dir.join(format!("logs/{node}-{name}.log"));
     Ok(vec![
+        process::spawn_in_netns(&format!("{node}/netd"), &ns, &bin_dir.join("minion-netd"), &netd_args, &log("netd"))?,
         process::spawn_in_netns(&format!("{node}/agent"), &ns, &bin_dir.join("minion-agent"), &agent_args, &log("agent"))?,
         process::spawn_in_netns(&format!("{node}/proxy"), &ns, &bin_dir.join("minion-proxy"), &proxy_args, &log("proxy"))?,
         process::spawn_in_netns(&format!("{node}/dnsd"), &ns, &bin_dir.join("minion-dnsd"), &dns_args, &log("dnsd"))?,
     ])
+}
+
+/// `minion-netd daemon` arguments for one node. With the reference plugins the daemon
+/// neither writes the CNI config nor garbage-collects host-local's allocations.
+pub fn netd_daemon_args(kubeconfig: &str, node: &str, node_dir: &Path, cni: CniChoice) -> Vec<String> {
+    let mut args: Vec<String> = ["daemon", "--kubeconfig", kubeconfig, "--node-name", node, "--metrics-listen", NETD_METRICS]
+        .iter().map(|s| s.to_string()).collect();
+    args.extend(["--data-dir".to_string(), node_dir.join("ipam").display().to_string()]);
+    match cni {
+        CniChoice::Minion => args.extend(["--cni-conf-dir".to_string(), node_dir.join("cni/net.d").display().to_string()]),
+        CniChoice::Reference => args.push("--skip-ipam-gc".to_string()),
+    }
+    args
+}
+
+/// Puts the plugin binaries in the node's CNI bin dir and writes its first CNI config
+/// (the agent reports Ready only once one exists).
+fn install_cni(t: &Topology, opts: &UpOptions, dir: &Path, index: usize) -> Result<(), LabError> {
+    let conf_dir = dir.join("cni/net.d");
+    let link = |src: PathBuf, name: &str| -> Result<(), LabError> {
+        let dst = dir.join("cni/bin").join(name);
+        std::os::unix::fs::symlink(&src, &dst).map_err(io_err(&dst))
+    };
+    match opts.cni {
+        CniChoice::Minion => {
+            link(opts.bin_dir.join("minion-netd"), "minion-netd")?;
+            let (cidr, ipam) = (t.pod_cidr(index), dir.join("ipam").display().to_string());
+            run(Command::new(opts.bin_dir.join("minion-netd"))
+                .args(["write-config", "--pod-cidr", &cidr, "--conf-dir"]).arg(&conf_dir).args(["--data-dir", &ipam]))?;
+        }
+        CniChoice::Reference => {
+            for bin in ["bridge", "host-local"] {
+                link(Path::new(REFERENCE_CNI_DIR).join(bin), bin)?;
+            }
+            let path = conf_dir.join("10-reference.conflist");
+            let text = reference_conflist(&t.pod_cidr(index), &dir.join("ipam"));
+            std::fs::write(&path, text).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// The conflist naming the reference `bridge` + `host-local` plugins with the same
+/// bridge, gateway, hairpin and data dir as minion-netd's.
+pub fn reference_conflist(pod_cidr: &str, ipam_dir: &Path) -> String {
+    let v = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "minion",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": "cni0",
+            "isGateway": true,
+            "hairpinMode": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": pod_cidr }]],
+                "routes": [{ "dst": "0.0.0.0/0" }],
+                "dataDir": ipam_dir.display().to_string()
+            }
+        }]
+    });
+    let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// True when kubectl reports the node's Ready condition as True.
@@ -184,6 +281,27 @@ pub fn open(name: &str, state_root: &Path) -> Result<(Topology, PathBuf), LabErr
         detail: e.to_string(),
     })?;
     Ok((Topology::new(&rec.name, rec.nodes, state_root)?, rec.bin_dir))
+}
+
+/// Restarts one of a lab's daemons (e.g. `node-1/netd`): SIGTERM to its recorded pid,
+/// then the same program and arguments again in the same namespace.
+pub fn restart(name: &str, state_root: &Path, daemon: &str) -> Result<Daemon, LabError> {
+    require_root()?;
+    let (t, _) = open(name, state_root)?;
+    let path = daemons_file(&t);
+    let mut daemons = process::load(&path);
+    let Some(slot) = daemons.iter_mut().find(|d| d.name == daemon) else {
+        let known: Vec<String> = daemons.iter().map(|d| d.name.clone()).collect();
+        return Err(LabError::Command { command: format!("restart {daemon}"), detail: format!("no such daemon (known: {})", known.join(", ")) });
+    };
+    if slot.bin.as_os_str().is_empty() {
+        return Err(LabError::Command { command: format!("restart {daemon}"), detail: "its command line was not recorded".into() });
+    }
+    slot.stop(Duration::from_secs(10));
+    let fresh = process::spawn_in_netns(&slot.name, &slot.netns, &slot.bin, &slot.args, &slot.log)?;
+    *slot = fresh.clone();
+    process::save(&path, &daemons)?;
+    Ok(fresh)
 }
 
 /// Removes a lab by name: daemons, containers, pod namespaces, cgroups, namespaces and
@@ -274,4 +392,31 @@ fn remove_tree_bottom_up(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_conflist_names_bridge_and_host_local() {
+        let text = reference_conflist("10.244.2.0/24", Path::new("/lab/nodes/node-2/ipam"));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let p = &v["plugins"][0];
+        assert_eq!((p["type"].as_str(), p["bridge"].as_str()), (Some("bridge"), Some("cni0")));
+        assert_eq!(p["ipam"]["type"], "host-local");
+        assert_eq!(p["ipam"]["ranges"][0][0]["subnet"], "10.244.2.0/24");
+        assert_eq!(p["ipMasq"], false);
+    }
+
+    #[test]
+    fn netd_daemon_writes_config_only_for_its_own_plugin() {
+        let dir = Path::new("/lab/nodes/node-1");
+        let ours = netd_daemon_args("/k", "node-1", dir, CniChoice::Minion);
+        assert_eq!(ours[0], "daemon");
+        assert!(ours.windows(2).any(|w| w[0] == "--cni-conf-dir" && w[1] == "/lab/nodes/node-1/cni/net.d"));
+        let reference = netd_daemon_args("/k", "node-1", dir, CniChoice::Reference);
+        assert!(!reference.iter().any(|a| a == "--cni-conf-dir"));
+        assert!(reference.iter().any(|a| a == "--skip-ipam-gc"));
+    }
 }

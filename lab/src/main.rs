@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
-use minion_lab::cluster::{self, DEFAULT_STATE_ROOT};
+use minion_lab::cluster::{self, CniChoice, DEFAULT_STATE_ROOT};
 use minion_lab::{net, LabError, Topology, UpOptions};
 
 #[derive(Parser)]
@@ -19,6 +19,12 @@ struct Cli {
     bin_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CniArg {
+    Minion,
+    Reference,
 }
 
 #[derive(Subcommand)]
@@ -35,6 +41,10 @@ enum Cmd {
         /// Seconds to wait for the API server and each node to become Ready.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// CNI plugins for pods: `minion` (minion-netd) or `reference` (bridge +
+        /// host-local from /usr/lib/cni).
+        #[arg(long, value_enum, default_value = "minion")]
+        cni: CniArg,
     },
     /// Remove a cluster and everything it made.
     Down { name: String },
@@ -51,6 +61,8 @@ enum Cmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Restart one daemon of a lab, e.g. `node-1/netd` (see `status` for the names).
+    Restart { name: String, daemon: String },
     /// Show a lab's namespaces, addresses, kubeconfig and daemons.
     Status { name: String },
 }
@@ -77,8 +89,9 @@ fn bin_dir(cli_value: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let bins = bin_dir(cli.bin_dir)?;
     match cli.command {
-        Cmd::Up { name, nodes, busybox, timeout } => {
-            let opts = UpOptions { name, nodes, state_root: cli.state_dir, bin_dir: bins, busybox, timeout_secs: timeout };
+        Cmd::Up { name, nodes, busybox, timeout, cni } => {
+            let cni = match cni { CniArg::Minion => CniChoice::Minion, CniArg::Reference => CniChoice::Reference };
+            let opts = UpOptions { name, nodes, state_root: cli.state_dir, bin_dir: bins, busybox, timeout_secs: timeout, cni };
             let t = cluster::up(&opts)?;
             print_summary(&t);
             Ok(ExitCode::SUCCESS)
@@ -98,6 +111,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let netns = if node == "cp" { t.cp_netns() } else { t.node_index(&node).map(|_| t.node_netns(&node))? };
             let err = Command::new("nsenter").arg(format!("--net={}/{netns}", net::NETNS_DIR)).arg("--").args(&cmd).exec();
             Err(LabError::Command { command: cmd.join(" "), detail: err.to_string() }.into())
+        }
+        Cmd::Restart { name, daemon } => {
+            let d = cluster::restart(&name, &cli.state_dir, &daemon)?;
+            println!("{} restarted, pid {}", d.name, d.pid);
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { name } => {
             let (t, _) = cluster::open(&name, &cli.state_dir)?;

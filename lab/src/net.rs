@@ -78,6 +78,12 @@ pub fn plug_node(t: &Topology, node: &str, index: usize) -> Result<(), LabError>
     Ok(())
 }
 
+/// Sets `net.bridge.bridge-nf-call-iptables=1` in a node's namespace, so bridged
+/// pod-to-pod packets traverse iptables (Service NAT, hairpin).
+pub fn enable_bridge_nf(netns: &str) -> Result<(), LabError> {
+    run(Command::new("ip").args(["netns", "exec", netns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])).map(|_| ())
+}
+
 /// Runs `f` on a thread that has entered the named network namespace, so sockets it
 /// opens live there. The calling thread's namespace is left alone.
 pub fn in_netns<T: Send + 'static>(

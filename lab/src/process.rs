@@ -25,6 +25,11 @@ pub struct Daemon {
     /// Field 22 of /proc/<pid>/stat at start; a reused pid has another.
     pub start_time: u64,
     pub log: PathBuf,
+    /// The program and its arguments, so `restart` can start it again.
+    #[serde(default)]
+    pub bin: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 /// Starts `bin args...` in `netns`, logging to `log`, in its own process group so a
@@ -47,7 +52,15 @@ pub fn spawn_in_netns(name: &str, netns: &str, bin: &Path, args: &[String], log:
         .map_err(|e| LabError::Command { command: format!("nsenter ... {}", bin.display()), detail: e.to_string() })?;
     let pid = child.id() as i32;
     let start_time = start_time(pid).unwrap_or(0);
-    Ok(Daemon { name: name.to_string(), netns: netns.to_string(), pid, start_time, log: log.to_path_buf() })
+    Ok(Daemon {
+        name: name.to_string(),
+        netns: netns.to_string(),
+        pid,
+        start_time,
+        log: log.to_path_buf(),
+        bin: bin.to_path_buf(),
+        args: args.to_vec(),
+    })
 }
 
 /// The start time of a process in clock ticks since boot, or None if it is gone.

@@ -63,18 +63,31 @@ pub fn render(p: &ConflistParams) -> Result<serde_json::Value, ConflistError> {
     }))
 }
 
+fn render_text(p: &ConflistParams) -> Result<String, ConflistError> {
+    let mut text = serde_json::to_string_pretty(&render(p)?).unwrap_or_default();
+    text.push('\n');
+    Ok(text)
+}
+
 /// Writes `<conf_dir>/10-minion.conflist` atomically (temp file + rename); returns its path.
 pub fn write_conflist(conf_dir: &Path, p: &ConflistParams) -> Result<PathBuf, ConflistError> {
-    let json = render(p)?;
+    let text = render_text(p)?;
     std::fs::create_dir_all(conf_dir).map_err(|source| ConflistError::CreateDir {
         path: conf_dir.to_path_buf(),
         source,
     })?;
     let path = conf_dir.join(CONFLIST_NAME);
-    let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
-    text.push('\n');
     write_atomic(&path, text.as_bytes())?;
     Ok(path)
+}
+
+/// Like [`write_conflist`], but leaves an identical file alone; true when it wrote.
+pub fn ensure_conflist(conf_dir: &Path, p: &ConflistParams) -> Result<bool, ConflistError> {
+    let text = render_text(p)?;
+    if std::fs::read_to_string(conf_dir.join(CONFLIST_NAME)).ok().as_deref() == Some(text.as_str()) {
+        return Ok(false);
+    }
+    write_conflist(conf_dir, p).map(|_| true)
 }
 
 #[cfg(test)]
@@ -110,6 +123,14 @@ mod tests {
             std::fs::read_dir(tmp.path().join("net.d")).unwrap().count(),
             1
         );
+    }
+
+    #[test]
+    fn ensure_writes_only_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(ensure_conflist(tmp.path(), &params("10.244.1.0/24")).unwrap());
+        assert!(!ensure_conflist(tmp.path(), &params("10.244.1.0/24")).unwrap());
+        assert!(ensure_conflist(tmp.path(), &params("10.244.2.0/24")).unwrap());
     }
 
     #[test]

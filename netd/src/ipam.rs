@@ -196,6 +196,12 @@ impl IpamStore {
         Ok(out)
     }
 
+    /// Age of the allocation file of `ip` (None when unknown).
+    pub fn age(&self, ip: Ipv4Addr) -> Option<std::time::Duration> {
+        let m = fs::metadata(self.dir.join(ip.to_string())).ok()?.modified().ok()?;
+        m.elapsed().ok()
+    }
+
     /// The address held by `owner`, if any.
     pub fn find(&self, owner: &Owner) -> Result<Option<Ipv4Addr>, IpamError> {
         Ok(self
@@ -221,8 +227,10 @@ impl IpamStore {
         }
         for ip in range.candidates(self.last_reserved()) {
             if self.try_reserve(ip, owner)? {
+                // A round-robin hint, only read under the lock: written in place and not
+                // fsynced (a torn one just restarts the scan at rangeStart).
                 let last = self.dir.join(LAST_RESERVED_FILE);
-                write_atomic(&last, ip.to_string().as_bytes())?;
+                fs::write(&last, ip.to_string()).map_err(io_err("write", &last))?;
                 return Ok(ip);
             }
         }

@@ -46,11 +46,99 @@ enum Command {
         #[arg(long, default_value = "minion")]
         name: String,
     },
+    /// Run the node network daemon: host-gw routes to every other node's podCIDR via
+    /// its InternalIP (marked `proto 109`), this node's CNI config, egress masquerade
+    /// (nat chain MINION-NETD-MASQ), start-up IPAM garbage collection, /healthz and
+    /// /metrics. Works in the network namespace it is started in.
+    Daemon(DaemonArgs),
 }
 
-fn init_logs() {
+#[derive(Debug, clap::Args)]
+struct DaemonArgs {
+    /// kubeconfig naming the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// This node's name (its own podCIDR is not routed).
+    #[arg(long)]
+    node_name: String,
+    /// Write the CNI config here once the Node has a podCIDR.
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
+    /// IPAM data directory (as in the CNI config).
+    #[arg(long, default_value = "/var/lib/cni/networks")]
+    data_dir: PathBuf,
+    /// Bridge device named in the CNI config.
+    #[arg(long, default_value = "cni0")]
+    bridge: String,
+    /// CNI network name.
+    #[arg(long, default_value = "minion")]
+    network: String,
+    /// Cluster CIDR; pod traffic leaving it is masqueraded.
+    #[arg(long, default_value = minion_api::CLUSTER_CIDR)]
+    cluster_cidr: ipnetwork::Ipv4Network,
+    /// Do not program the egress masquerade rule.
+    #[arg(long)]
+    no_masquerade: bool,
+    /// Serve /healthz and /metrics on this address (e.g. 127.0.0.1:9101).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Do not release allocations of vanished sandboxes at start (use when another
+    /// IPAM plugin, e.g. host-local, owns the data dir).
+    #[arg(long)]
+    skip_ipam_gc: bool,
+    /// Full reconcile interval in seconds.
+    #[arg(long, default_value_t = 30)]
+    resync_secs: u64,
+}
+
+fn run_daemon(a: DaemonArgs) -> ExitCode {
+    let config = minion_netd::daemon::Config {
+        kubeconfig: a.kubeconfig,
+        node_name: a.node_name,
+        cni_conf_dir: a.cni_conf_dir,
+        data_dir: a.data_dir,
+        bridge: a.bridge,
+        network: a.network,
+        cluster_cidr: a.cluster_cidr,
+        masquerade: (!a.no_masquerade).then(minion_netd::daemon::masq::default_masquerade),
+        metrics_listen: a.metrics_listen,
+        resync: std::time::Duration::from_secs(a.resync_secs.max(1)),
+        ipam_gc: !a.skip_ipam_gc,
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("minion-netd: error: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(minion_netd::daemon::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("minion-netd: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -76,7 +164,11 @@ fn plugin_mode() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    init_logs();
+    if std::env::var_os("CNI_COMMAND").is_none() {
+        init_logs("info");
+    } else {
+        init_logs("warn");
+    }
     if std::env::var_os("CNI_COMMAND").is_some() {
         return plugin_mode();
     }
@@ -106,5 +198,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Daemon(a) => run_daemon(a),
     }
 }

@@ -13,14 +13,14 @@ use ipnetwork::Ipv4Network;
 use nix::sched::{setns, CloneFlags};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
     RouteMessageBuilder,
 };
 
-use crate::netops::{LinkInfo, NetError, NetOps, PodAddress, VethSpec};
+use crate::netops::{bridge_mac, LinkInfo, NetError, NetOps, PodAddress, VethSpec};
 
 const EEXIST: i32 = libc::EEXIST;
 const ENODEV: i32 = libc::ENODEV;
@@ -160,8 +160,13 @@ async fn add_address(
     }
 }
 
-async fn create_bridge(handle: &Handle, name: &str, mtu: Option<u32>) -> Result<(), NetError> {
-    let mut builder = LinkBridge::new(name);
+async fn create_bridge(
+    handle: &Handle,
+    name: &str,
+    mtu: Option<u32>,
+    mac: [u8; 6],
+) -> Result<(), NetError> {
+    let mut builder = LinkBridge::new(name).address(mac.to_vec());
     if let Some(m) = mtu {
         builder = builder.mtu(m);
     }
@@ -170,6 +175,23 @@ async fn create_bridge(handle: &Handle, name: &str, mtu: Option<u32>) -> Result<
         Err(e) if errno(&e) != EEXIST => Err(nl("create bridge", name)(e)),
         _ => Ok(()),
     }
+}
+
+/// Sets a boolean sysctl to 1 unless it already is; a missing file is an error only
+/// when `required` (bridge-nf-call-iptables exists only with br_netfilter loaded).
+fn ensure_sysctl(path: &Path, required: bool) -> Result<(), NetError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim() == "1" => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            tracing::debug!(path = %path.display(), "sysctl absent, skipped");
+            return Ok(());
+        }
+        _ => {}
+    }
+    std::fs::write(path, b"1").map_err(|source| NetError::Sysctl {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn open_netns(path: &Path) -> Result<File, NetError> {
@@ -216,11 +238,24 @@ where
     })
 }
 
+/// The loopback device's ifindex in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
 async fn pod_setup(handle: Handle, ifname: String, addr: PodAddress) -> Result<LinkInfo, NetError> {
-    let lo = must_find(&handle, "lo").await?;
-    set_up(&handle, lo.header.index, "lo").await?;
+    set_up(&handle, LOOPBACK_IFINDEX, "lo").await?;
     let link = to_info(&must_find(&handle, &ifname).await?);
-    add_address(&handle, link.index, &ifname, addr.address).await?;
+    // The interface was just created: add without listing first (EEXIST is fine).
+    match handle
+        .address()
+        .add(link.index, IpAddr::V4(addr.address.ip()), addr.address.prefix())
+        .execute()
+        .await
+    {
+        Err(e) if errno(&e) != EEXIST => {
+            return Err(nl("add address", format!("{} to {ifname}", addr.address))(e))
+        }
+        _ => {}
+    }
     set_up(&handle, link.index, &ifname).await?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .gateway(addr.gateway)
@@ -245,7 +280,8 @@ impl NetOps for NetlinkOps {
         let msg = match find_link(&self.handle, name).await? {
             Some(m) => m,
             None => {
-                create_bridge(&self.handle, name, mtu).await?;
+                let mac = bridge_mac(gateway.map(|g| g.ip()), name);
+                create_bridge(&self.handle, name, mtu, mac).await?;
                 must_find(&self.handle, name).await?
             }
         };
@@ -253,7 +289,9 @@ impl NetOps for NetlinkOps {
             return Err(NetError::NotABridge(name.to_string()));
         }
         let info = to_info(&msg);
-        set_up(&self.handle, info.index, name).await?;
+        if !msg.header.flags.contains(LinkFlags::Up) {
+            set_up(&self.handle, info.index, name).await?;
+        }
         if let Some(gw) = gateway {
             add_address(&self.handle, info.index, name, gw).await?;
         }
@@ -261,14 +299,8 @@ impl NetOps for NetlinkOps {
     }
 
     async fn enable_ip_forward(&mut self) -> Result<(), NetError> {
-        let path = self.proc_sys.join("net/ipv4/ip_forward");
-        if std::fs::read_to_string(&path)
-            .map(|s| s.trim() == "1")
-            .unwrap_or(false)
-        {
-            return Ok(());
-        }
-        std::fs::write(&path, b"1").map_err(|source| NetError::Sysctl { path, source })
+        ensure_sysctl(&self.proc_sys.join("net/ipv4/ip_forward"), true)?;
+        ensure_sysctl(&self.proc_sys.join("net/bridge/bridge-nf-call-iptables"), false)
     }
 
     async fn delete_link(&mut self, name: &str) -> Result<bool, NetError> {
@@ -285,9 +317,13 @@ impl NetOps for NetlinkOps {
     async fn create_veth(&mut self, spec: &VethSpec) -> Result<LinkInfo, NetError> {
         let ns = open_netns(&spec.netns)?;
         let mut peer =
-            LinkUnspec::new_with_name(&spec.container_ifname).setns_by_fd(ns.as_raw_fd());
+            LinkUnspec::new_with_name(&spec.container_ifname)
+                .setns_by_fd(ns.as_raw_fd())
+                .address(spec.container_mac.to_vec());
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(spec.host_name.clone());
+            .name(spec.host_name.clone())
+            .controller(spec.master)
+            .up();
         if let Some(m) = spec.mtu {
             peer = peer.mtu(m);
             host = host.mtu(m);
@@ -299,49 +335,25 @@ impl NetOps for NetlinkOps {
             spec.container_ifname,
             spec.netns.display()
         );
-        self.handle
-            .link()
-            .add(host.build())
-            .execute()
-            .await
-            .map_err(nl("create veth", target))?;
-        drop(ns);
-        Ok(to_info(&must_find(&self.handle, &spec.host_name).await?))
-    }
-
-    async fn attach_to_bridge(
-        &mut self,
-        port: &str,
-        bridge: u32,
-        hairpin: bool,
-    ) -> Result<LinkInfo, NetError> {
-        let index = must_find(&self.handle, port).await?.header.index;
-        let msg = LinkUnspec::new_with_index(index)
-            .controller(bridge)
-            .up()
-            .build();
-        self.handle
-            .link()
-            .change(msg)
-            .execute()
-            .await
-            .map_err(nl("attach to bridge", port))?;
-        let msg = LinkBridgePort::new(index).hairpin(hairpin).build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(nl("set hairpin mode on", port))?;
-        let mut stream = self.handle.link().get().match_index(bridge).execute();
-        match stream
-            .try_next()
-            .await
-            .map_err(nl("get bridge", format!("ifindex {bridge}")))?
-        {
-            Some(m) => Ok(to_info(&m)),
-            None => Err(NetError::NoSuchLink(format!("ifindex {bridge}"))),
+        match self.handle.link().add(host.build()).execute().await {
+            Err(e) if errno(&e) == EEXIST => {
+                return Err(NetError::LinkExists(spec.host_name.clone()))
+            }
+            Err(e) => return Err(nl("create veth", target)(e)),
+            Ok(()) => {}
         }
+        drop(ns);
+        let info = to_info(&must_find(&self.handle, &spec.host_name).await?);
+        if spec.hairpin {
+            let msg = LinkBridgePort::new(info.index).hairpin(true).build();
+            self.handle
+                .link()
+                .set_port(msg)
+                .execute()
+                .await
+                .map_err(nl("set hairpin mode on", spec.host_name.clone()))?;
+        }
+        Ok(info)
     }
 
     async fn configure_pod(

@@ -48,6 +48,9 @@ pub enum NetError {
     /// Opening a netlink socket failed.
     #[error("netlink socket: {0}")]
     Socket(std::io::Error),
+    /// A link to create already exists (an earlier ADD left it).
+    #[error("interface {0} already exists")]
+    LinkExists(String),
 }
 
 impl NetError {
@@ -79,6 +82,34 @@ pub struct VethSpec {
     pub netns: PathBuf,
     /// MTU for both ends.
     pub mtu: Option<u32>,
+    /// ifindex of the bridge the host side joins (set in the creating request).
+    pub master: u32,
+    /// Hairpin mode on the bridge port.
+    pub hairpin: bool,
+    /// MAC of the pod's interface ([`pod_mac`] of its address), so neighbours' ARP
+    /// caches stay right when the same address is wired again.
+    pub container_mac: [u8; 6],
+}
+
+/// The pod interface's MAC: `0a:58:` + its IPv4 bytes (as the CNI bridge plugin and
+/// OVN-Kubernetes derive it). A re-ADD or a reused address keeps caches valid.
+pub fn pod_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let b = ip.octets();
+    [0x0a, 0x58, b[0], b[1], b[2], b[3]]
+}
+
+/// The bridge's pinned MAC, derived from its gateway address (`0a:58:` + the IPv4
+/// bytes, as OVN-Kubernetes does), so it never changes as ports come and go and is the
+/// same after a node restart.
+pub fn bridge_mac(gateway: Option<Ipv4Addr>, bridge: &str) -> [u8; 6] {
+    let b = match gateway {
+        Some(g) => g.octets(),
+        None => {
+            let h = bridge.bytes().fold(0x811c_9dc5u32, |h, c| (h ^ u32::from(c)).wrapping_mul(0x0100_0193));
+            h.to_be_bytes()
+        }
+    };
+    [0x0a, 0x58, b[0], b[1], b[2], b[3]]
 }
 
 /// Address setup inside the pod.
@@ -94,28 +125,24 @@ pub struct PodAddress {
 /// namespace except those taking a `netns` path, which act inside the pod's.
 #[allow(async_fn_in_trait)]
 pub trait NetOps {
-    /// Finds or creates bridge `name`, sets it up (and its MTU when creating), and when
-    /// `gateway` is set makes sure it carries that address. Returns the bridge.
+    /// Finds or creates bridge `name`, sets it up (and its MTU and pinned MAC
+    /// [`bridge_mac`] when creating), and when `gateway` is set makes sure it carries
+    /// that address. Returns the bridge.
     async fn ensure_bridge(
         &mut self,
         name: &str,
         mtu: Option<u32>,
         gateway: Option<Ipv4Network>,
     ) -> Result<LinkInfo, NetError>;
-    /// Turns on IPv4 forwarding in the node's netns.
+    /// Turns on IPv4 forwarding, and `bridge-nf-call-iptables` when br_netfilter is
+    /// present, in the node's netns (so Service NAT sees bridged pod-to-pod traffic).
     async fn enable_ip_forward(&mut self) -> Result<(), NetError>;
     /// Deletes a node-side link by name; Ok(false) when it did not exist.
     async fn delete_link(&mut self, name: &str) -> Result<bool, NetError>;
-    /// Creates the veth pair; returns the host side (the peer is configured later).
+    /// Creates the veth pair in one request (peer already in the pod's netns, host side
+    /// up on the bridge), then sets hairpin mode; returns the host side. An existing
+    /// host link is [`NetError::LinkExists`].
     async fn create_veth(&mut self, spec: &VethSpec) -> Result<LinkInfo, NetError>;
-    /// Enslaves `port` to `bridge` (by index), sets hairpin mode, sets it up. Returns the
-    /// bridge as it is now (its MAC may change when its first port is added).
-    async fn attach_to_bridge(
-        &mut self,
-        port: &str,
-        bridge: u32,
-        hairpin: bool,
-    ) -> Result<LinkInfo, NetError>;
     /// Inside the pod: lo up, address on `ifname`, `ifname` up, default route via the
     /// gateway. Returns the pod interface.
     async fn configure_pod(
@@ -145,8 +172,6 @@ pub enum Call {
     DeleteLink(String),
     /// create_veth(spec)
     CreateVeth(VethSpec),
-    /// attach_to_bridge(port, bridge index, hairpin)
-    AttachToBridge(String, u32, bool),
     /// configure_pod(netns, ifname, address)
     ConfigurePod(PathBuf, String, PodAddress),
     /// pod_addresses(netns, ifname)
@@ -220,19 +245,11 @@ impl NetOps for RecordingOps {
     async fn create_veth(&mut self, spec: &VethSpec) -> Result<LinkInfo, NetError> {
         self.calls.push(Call::CreateVeth(spec.clone()));
         self.check_netns(&spec.netns)?;
+        if self.links.contains(&spec.host_name) {
+            return Err(NetError::LinkExists(spec.host_name.clone()));
+        }
         self.links.push(spec.host_name.clone());
         Ok(fake_link(&spec.host_name, 7))
-    }
-
-    async fn attach_to_bridge(
-        &mut self,
-        port: &str,
-        bridge: u32,
-        hairpin: bool,
-    ) -> Result<LinkInfo, NetError> {
-        self.calls
-            .push(Call::AttachToBridge(port.to_string(), bridge, hairpin));
-        Ok(fake_link("cni0", bridge))
     }
 
     async fn configure_pod(

@@ -13,7 +13,7 @@ use crate::cni::{self, code, CniError, CniResult, Interface, IpConfig, Route};
 use crate::config::{parse_env, parse_netconf, peek_version, CniEnv, NetConf};
 use crate::ipam::{AddressRange, IpamError, IpamStore, Owner};
 use crate::netlink::NetlinkOps;
-use crate::netops::{NetError, NetOps, PodAddress, VethSpec};
+use crate::netops::{pod_mac, NetError, NetOps, PodAddress, VethSpec};
 
 /// Host-side veth name: `veth` + first 8 hex digits of sha256(containerid + ifname).
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
@@ -95,20 +95,31 @@ async fn wire_pod<O: NetOps>(
         .ensure_bridge(&conf.bridge, conf.mtu, conf.is_gateway.then_some(gw_addr))
         .await?;
     ops.enable_ip_forward().await?;
-    // A veth left by an earlier ADD of the same container is replaced.
-    ops.delete_link(host).await?;
     let netns = Path::new(&env.netns);
     let spec = VethSpec {
         host_name: host.to_string(),
         container_ifname: env.ifname.clone(),
         netns: netns.to_path_buf(),
         mtu: conf.mtu,
+        master: bridge.index,
+        hairpin: conf.hairpin_mode,
+        container_mac: pod_mac(ip),
     };
-    let host_link = ops.create_veth(&spec).await?;
-    // Re-read: the bridge's MAC may change when its first port is added.
-    let bridge = ops
-        .attach_to_bridge(host, bridge.index, conf.hairpin_mode)
-        .await?;
+    let host_link = match ops.create_veth(&spec).await {
+        // A veth left by an earlier ADD of the same container is replaced.
+        Err(NetError::LinkExists(_)) => {
+            if !ops.delete_link(host).await? {
+                // The host side was free: the clash is the pod-side name.
+                return Err(CniError::new(
+                    code::KERNEL,
+                    format!("interface {} already exists in {}", env.ifname, env.netns),
+                    "",
+                ));
+            }
+            ops.create_veth(&spec).await?
+        }
+        other => other?,
+    };
     let pod_addr = PodAddress {
         address: with_prefix(ip, conf)?,
         gateway: conf.ipam.gateway,
@@ -162,12 +173,49 @@ fn check_failed(msg: String) -> CniError {
     CniError::new(code::CHECK_FAILED, msg, "")
 }
 
-/// CHECK: the allocation exists, the host veth exists, and the pod interface holds the
-/// allocated address.
+/// The `prevResult` of a CHECK/DEL config, if any (decoded as our result type).
+pub fn prev_result(stdin: &[u8]) -> Result<Option<CniResult>, CniError> {
+    let v: serde_json::Value = serde_json::from_slice(stdin).map_err(|e| {
+        CniError::new(code::DECODING_FAILURE, "failed to decode network config", e.to_string())
+    })?;
+    match v.get("prevResult") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(p) => serde_json::from_value(p.clone()).map(Some).map_err(|e| {
+            CniError::new(code::DECODING_FAILURE, "failed to decode prevResult", e.to_string())
+        }),
+    }
+}
+
+/// CHECK against prevResult: the address in prevResult is ours (allocated to this
+/// container and interface) and the host veth it names matches ours.
+fn check_prev(prev: &CniResult, env: &CniEnv, want: Ipv4Network, host: &str) -> Result<(), CniError> {
+    let sandbox_if = prev.interfaces.iter().position(|i| i.name == env.ifname && i.sandbox.is_some());
+    let ip = prev
+        .ips
+        .iter()
+        .find(|ip| ip.interface.is_none() || ip.interface == sandbox_if)
+        .ok_or_else(|| check_failed(format!("prevResult has no address for {}", env.ifname)))?;
+    if ip.address != want.to_string() {
+        return Err(check_failed(format!(
+            "prevResult address {} differs from the allocation {want}",
+            ip.address
+        )));
+    }
+    if let Some(i) = prev.interfaces.iter().find(|i| i.sandbox.is_none() && i.name.starts_with("veth")) {
+        if i.name != host {
+            return Err(check_failed(format!("prevResult names host veth {}, expected {host}", i.name)));
+        }
+    }
+    Ok(())
+}
+
+/// CHECK: the allocation exists (and matches prevResult when given), the host veth
+/// exists, and the pod interface holds the allocated address.
 pub async fn cmd_check<O: NetOps>(
     ops: &mut O,
     env: &CniEnv,
     conf: &NetConf,
+    prev: Option<&CniResult>,
 ) -> Result<(), CniError> {
     let store = IpamStore::open(&conf.ipam.network_dir(&conf.name))?;
     let ip = store.find(&owner(env))?.ok_or_else(|| {
@@ -178,10 +226,13 @@ pub async fn cmd_check<O: NetOps>(
     })?;
     drop(store);
     let host = host_veth_name(&env.container_id, &env.ifname);
+    let want = with_prefix(ip, conf)?;
+    if let Some(p) = prev {
+        check_prev(p, env, want, &host)?;
+    }
     if !ops.link_exists(&host).await? {
         return Err(check_failed(format!("host veth {host} is missing")));
     }
-    let want = with_prefix(ip, conf)?;
     let have = ops
         .pod_addresses(Path::new(&env.netns), &env.ifname)
         .await?;
@@ -245,7 +296,10 @@ pub async fn dispatch<O: NetOps>(
             )
         }
         "DEL" => cmd_del(ops, env, &conf).await.map(|_| None)?,
-        "CHECK" => cmd_check(ops, env, &conf).await.map(|_| None)?,
+        "CHECK" => {
+            let prev = prev_result(stdin)?;
+            cmd_check(ops, env, &conf, prev.as_ref()).await.map(|_| None)?
+        }
         "GC" => cmd_gc(stdin, &conf).map(|_| None)?,
         "STATUS" => None,
         other => {

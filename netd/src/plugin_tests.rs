@@ -70,14 +70,15 @@ fn add_wires_bridge_veth_and_pod_in_order() {
     let expected = vec![
         Call::EnsureBridge("cni0".into(), None, Some(gw)),
         Call::EnableIpForward,
-        Call::DeleteLink(host.clone()),
         Call::CreateVeth(VethSpec {
             host_name: host.clone(),
             container_ifname: "eth0".into(),
             netns: NETNS.into(),
             mtu: None,
+            master: 1,
+            hairpin: true,
+            container_mac: [0x0a, 0x58, 10, 244, 1, 2],
         }),
-        Call::AttachToBridge(host.clone(), 1, true),
         Call::ConfigurePod(
             NETNS.into(),
             "eth0".into(),
@@ -248,4 +249,38 @@ fn run_plugin_reports_env_errors_as_cni_json() {
     );
     assert_eq!(version.exit_code, 0);
     assert!(version.stdout.contains("supportedVersions"));
+}
+
+#[test]
+fn check_compares_against_prev_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ops = fake();
+    let conf = conf_json(tmp.path(), "1.0.0");
+    let result = run(&mut ops, &env("ADD", "a"), &conf).unwrap().unwrap();
+    let with_prev = |prev: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&conf).unwrap();
+        v["prevResult"] = serde_json::from_str(prev).unwrap();
+        v.to_string()
+    };
+    assert_eq!(run(&mut ops, &env("CHECK", "a"), &with_prev(&result)).unwrap(), None);
+    let wrong = result.replace("10.244.1.2/24", "10.244.1.77/24");
+    let err = run(&mut ops, &env("CHECK", "a"), &with_prev(&wrong)).unwrap_err();
+    assert_eq!(err.code, code::CHECK_FAILED);
+    assert!(err.msg.contains("10.244.1.77/24"), "{}", err.msg);
+    let host = host_veth_name("a", "eth0");
+    let other_veth = result.replace(&host, "veth00000000");
+    let err = run(&mut ops, &env("CHECK", "a"), &with_prev(&other_veth)).unwrap_err();
+    assert!(err.msg.contains("veth00000000"), "{}", err.msg);
+}
+
+#[test]
+fn add_replaces_a_leftover_host_veth_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ops = fake();
+    let host = host_veth_name("a", "eth0");
+    ops.links.push(host.clone());
+    run(&mut ops, &env("ADD", "a"), &conf_json(tmp.path(), "1.0.0")).unwrap();
+    let creates = ops.calls.iter().filter(|c| matches!(c, Call::CreateVeth(_))).count();
+    assert_eq!(creates, 2);
+    assert!(ops.calls.contains(&Call::DeleteLink(host)));
 }

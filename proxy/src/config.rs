@@ -15,12 +15,17 @@ pub struct Config {
     pub cluster_cidr: String,
     /// `iptables-restore` binary.
     pub iptables_restore: PathBuf,
-    /// `iptables` binary (jump rules, chain listing).
+    /// `iptables` binary (jump rules, chain listing); its `-V` tells nft from legacy.
     pub iptables: PathBuf,
     /// Interval of full resyncs.
     pub sync_period: Duration,
-    /// The node this proxy serves (logged; topology-aware routing is not implemented).
+    /// Least time between two syncs (batches bursts of changes).
+    pub min_sync_period: Duration,
+    /// The node this proxy serves: endpoints whose `nodeName` equals it are local
+    /// (`externalTrafficPolicy: Local`).
     pub hostname: Option<String>,
+    /// Where to serve `/metrics` and `/healthz`; nothing listens when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// A flag value that does not parse.

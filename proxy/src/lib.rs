@@ -1,13 +1,20 @@
 //! minion-proxy: kube-proxy's iptables mode (Service NAT).
 //!
-//! Services and Endpoints are watched ([`watch`]), flattened into service ports
-//! ([`model`]), rendered into kube-proxy's chain layout — `KUBE-SERVICES` →
-//! `KUBE-SVC-<hash>` → `KUBE-SEP-<hash>`, `KUBE-MARK-MASQ`, `KUBE-POSTROUTING` —
-//! as pure functions ([`render`], [`names`]), and applied with one
-//! `iptables-restore --noflush` per sync ([`sync`], through the [`applier`] seam).
+//! Services, Endpoints and EndpointSlices are watched ([`watch`]), flattened into
+//! service ports ([`model`]), rendered into kube-proxy's chain layout —
+//! `KUBE-SERVICES` → `KUBE-SVC-<hash>` → `KUBE-SEP-<hash>`, `KUBE-NODEPORTS` →
+//! `KUBE-EXT-<hash>` (→ `KUBE-SVL-<hash>`), `KUBE-MARK-MASQ`, `KUBE-POSTROUTING`,
+//! filter REJECTs — as pure functions ([`render`], [`names`]), and applied with
+//! `iptables-restore --noflush` ([`sync`], through the [`applier`] seam): one
+//! restore per sync, or on nft bounded batches for big syncs ([`backend`]). Stale
+//! UDP conntrack entries are deleted ([`conntrack`]); `/metrics` and `/healthz` are
+//! served on request ([`metrics`]).
 
 pub mod applier;
+pub mod backend;
 pub mod config;
+pub mod conntrack;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod render;
@@ -27,6 +34,7 @@ use tracing::{info, warn};
 
 pub use applier::{IptablesApplier, RecordingApplier, RulesetApplier};
 pub use config::Config;
+pub use metrics::Metrics;
 pub use model::Snapshot;
 pub use render::{render, RenderConfig};
 pub use sync::{SyncStats, Syncer};
@@ -50,6 +58,9 @@ pub enum ProxyError {
     /// A watch task died before its initial list completed.
     #[error("Service/Endpoints watch ended before the initial list")]
     WatchEnded,
+    /// The metrics server could not start.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// Builds a client for the API server named in `path`.
@@ -81,10 +92,22 @@ pub async fn run_with<A: RulesetApplier + 'static>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
     info!(node = ?config.hostname, cluster_cidr = %config.cluster_cidr, "minion-proxy starting (iptables mode)");
+    let metrics = Metrics::new(config.sync_period);
+    let _server = match config.metrics_listen {
+        Some(addr) => {
+            let serve = metrics::serve(addr, metrics.clone()).await?;
+            info!(%addr, "serving /metrics and /healthz");
+            Some(AbortOnDrop(tokio::spawn(serve)))
+        }
+        None => None,
+    };
     let changed = Arc::new(Notify::new());
-    let informers = watch::Informers::start(&client, changed.clone());
+    let slices = watch::serves_endpoint_slices(&client).await;
+    info!(endpoint_slices = slices, "watching Services and endpoints");
+    let informers = watch::Informers::start(&client, changed.clone(), slices);
     let render_cfg = RenderConfig {
         cluster_cidr: config.cluster_cidr.clone(),
+        node_name: config.hostname.clone(),
     };
     let syncer = Arc::new(Mutex::new(Syncer::new(applier, render_cfg)));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -95,11 +118,19 @@ pub async fn run_with<A: RulesetApplier + 'static>(
     let mut full = true;
     let mut next_full = Instant::now() + config.sync_period;
     loop {
-        let ok = sync_once(&informers, &syncer, full).await;
+        let started = Instant::now();
+        let mut ok = sync_once(&informers, &syncer, &metrics, full).await;
+        if !ok && !full {
+            // A failed partial sync falls back to a full one at once.
+            ok = sync_once(&informers, &syncer, &metrics, true).await;
+        }
+        // Bursts of changes are batched: at most one sync per min_sync_period.
+        let earliest = started + config.min_sync_period;
         tokio::select! {
             _ = &mut shutdown => break,
             _ = changed.notified() => {
                 sleep(DEBOUNCE).await;
+                sleep_until(earliest).await;
                 // Events during the pause are covered by this sync: drop their wake-up.
                 let _ = tokio::time::timeout(Duration::ZERO, changed.notified()).await;
                 full = !ok;
@@ -115,19 +146,35 @@ pub async fn run_with<A: RulesetApplier + 'static>(
     Ok(())
 }
 
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One sync on a blocking thread; logs and returns whether it succeeded.
 async fn sync_once<A: RulesetApplier + 'static>(
     informers: &watch::Informers,
     syncer: &Arc<Mutex<Syncer<A>>>,
+    metrics: &Metrics,
     full: bool,
 ) -> bool {
     let snapshot = informers.snapshot();
     let syncer = syncer.clone();
+    let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(move || {
         let mut s = syncer.lock().unwrap_or_else(|e| e.into_inner());
         s.sync(&snapshot, full)
     })
     .await;
+    let rules = match &result {
+        Ok(Ok(stats)) => Some(stats.rules),
+        _ => None,
+    };
+    metrics.observe(started.elapsed(), rules);
     match result {
         Ok(Ok(stats)) => {
             info!(
@@ -136,6 +183,8 @@ async fn sync_once<A: RulesetApplier + 'static>(
                 written = stats.chains_written,
                 skipped = stats.chains_skipped,
                 deleted = stats.chains_deleted,
+                restores = stats.restores,
+                rules = stats.rules,
                 "synced iptables rules"
             );
             true

@@ -20,15 +20,24 @@ struct Args {
     /// iptables-restore binary.
     #[arg(long, default_value = "iptables-restore")]
     iptables_restore: PathBuf,
-    /// iptables binary.
+    /// iptables binary; `iptables -V` decides the restore strategy (nf_tables or
+    /// legacy). Use iptables-legacy/iptables-legacy-restore on legacy nodes.
     #[arg(long, default_value = "iptables")]
     iptables: PathBuf,
     /// Interval of full resyncs (e.g. 30s, 1m).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     sync_period: Duration,
-    /// Name of this node.
+    /// Least time between two syncs; bursts of changes are batched (e.g. 1s).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    min_sync_period: Duration,
+    /// Name of this node (endpoints with this nodeName are local, for
+    /// externalTrafficPolicy: Local).
     #[arg(long)]
     hostname_override: Option<String>,
+    /// Serve /metrics and /healthz on this address (e.g. 127.0.0.1:10249); off when
+    /// not given.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -46,7 +55,9 @@ async fn main() {
         iptables_restore: args.iptables_restore,
         iptables: args.iptables,
         sync_period: args.sync_period,
+        min_sync_period: args.min_sync_period,
         hostname: args.hostname_override,
+        metrics_listen: args.metrics_listen,
     };
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};

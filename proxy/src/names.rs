@@ -12,6 +12,11 @@ use sha2::{Digest, Sha256};
 pub const SVC_CHAIN_PREFIX: &str = "KUBE-SVC-";
 /// Prefix of the per-endpoint chain.
 pub const SEP_CHAIN_PREFIX: &str = "KUBE-SEP-";
+/// Prefix of the per-service-port chain for external (NodePort) traffic.
+pub const EXT_CHAIN_PREFIX: &str = "KUBE-EXT-";
+/// Prefix of the per-service-port chain of local endpoints only
+/// (`externalTrafficPolicy: Local`).
+pub const SVL_CHAIN_PREFIX: &str = "KUBE-SVL-";
 
 /// A port of a Service, named like kube-proxy's `ServicePortName`:
 /// `ns/name:port`, or `ns/name` when the port has no name.
@@ -83,6 +88,22 @@ pub fn service_chain(spn: &ServicePortName, proto: Protocol) -> String {
     )
 }
 
+/// `KUBE-EXT-<hash>` (kube-proxy's `serviceExternalChainName`): same hash as the SVC.
+pub fn external_chain(spn: &ServicePortName, proto: Protocol) -> String {
+    format!(
+        "{EXT_CHAIN_PREFIX}{}",
+        hash16(&format!("{spn}{}", proto.as_str()))
+    )
+}
+
+/// `KUBE-SVL-<hash>` (kube-proxy's `serviceLocalChainName`): same hash as the SVC.
+pub fn local_chain(spn: &ServicePortName, proto: Protocol) -> String {
+    format!(
+        "{SVL_CHAIN_PREFIX}{}",
+        hash16(&format!("{spn}{}", proto.as_str()))
+    )
+}
+
 /// `KUBE-SEP-<hash>` for one endpoint of a service port
 /// (kube-proxy's `servicePortEndpointChainName`).
 pub fn endpoint_chain(spn: &ServicePortName, proto: Protocol, ep: SocketAddrV4) -> String {
@@ -94,7 +115,14 @@ pub fn endpoint_chain(spn: &ServicePortName, proto: Protocol, ep: SocketAddrV4) 
 
 /// True for chains this proxier creates per service and may delete when stale.
 pub fn is_per_service_chain(chain: &str) -> bool {
-    chain.starts_with(SVC_CHAIN_PREFIX) || chain.starts_with(SEP_CHAIN_PREFIX)
+    [
+        SVC_CHAIN_PREFIX,
+        SEP_CHAIN_PREFIX,
+        EXT_CHAIN_PREFIX,
+        SVL_CHAIN_PREFIX,
+    ]
+    .iter()
+    .any(|p| chain.starts_with(p))
 }
 
 #[cfg(test)]

@@ -2,14 +2,23 @@
 //! apply it with one `iptables-restore`. A partial sync rewrites only the chains of
 //! Service ports whose rules changed since the last successful apply (kube-proxy's
 //! `MinimizeIPTablesRestore`); a full sync rewrites everything. Stale `KUBE-SVC-`/
-//! `KUBE-SEP-` chains found in the kernel are flushed and deleted in the same batch.
+//! `KUBE-SEP-` chains are flushed and deleted in the same batch.
+//!
+//! The desired state lives in memory: the kernel's chains are listed once (at the
+//! first sync, or after a failed one) and then tracked, never re-read or diffed. On
+//! the nft backend a sync writing more than [`Backend::max_chains_per_restore`]
+//! chains is split into batches of whole Service ports followed by one final batch
+//! with the top-level chains (see [`crate::backend`]).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::applier::{ApplyError, JumpRule, RulesetApplier};
-use crate::model::Snapshot;
+use crate::backend::Backend;
+use crate::conntrack::{self, UdpPorts};
+use crate::model::{ServicePortInfo, Snapshot};
 use crate::names::is_per_service_chain;
 use crate::render::{self, RenderConfig, RestoreInput, ServicePortRules};
 
@@ -19,6 +28,9 @@ pub enum SyncError {
     /// Listing the nat chains failed.
     #[error("failed to list nat chains: {0}")]
     ListChains(#[source] Box<ApplyError>),
+    /// The iptables backend could not be detected.
+    #[error("failed to detect the iptables backend: {0}")]
+    Backend(#[source] Box<ApplyError>),
     /// iptables-restore rejected the ruleset.
     #[error("failed to apply ruleset ({chains} chains): {source}")]
     Apply {
@@ -50,6 +62,12 @@ pub struct SyncStats {
     pub chains_skipped: usize,
     /// Stale chains deleted.
     pub chains_deleted: usize,
+    /// `iptables-restore` runs this sync took.
+    pub restores: usize,
+    /// Rules of the whole desired ruleset.
+    pub rules: usize,
+    /// `conntrack -D` runs for stale UDP endpoints.
+    pub conntrack_deletes: usize,
 }
 
 /// The jumps from built-in chains into kube-proxy's chains.
@@ -65,6 +83,7 @@ pub fn jump_rules() -> Vec<JumpRule> {
     };
     let new = ["-m", "conntrack", "--ctstate", "NEW"];
     let portals = "kubernetes service portals";
+    let external = "kubernetes externally-visible service portals";
     vec![
         rule("nat", "PREROUTING", &[], portals, render::KUBE_SERVICES),
         rule("nat", "OUTPUT", &[], portals, render::KUBE_SERVICES),
@@ -77,6 +96,20 @@ pub fn jump_rules() -> Vec<JumpRule> {
         ),
         rule("filter", "OUTPUT", &new, portals, render::KUBE_SERVICES),
         rule("filter", "FORWARD", &new, portals, render::KUBE_SERVICES),
+        rule(
+            "filter",
+            "INPUT",
+            &new,
+            external,
+            render::KUBE_EXTERNAL_SERVICES,
+        ),
+        rule(
+            "filter",
+            "FORWARD",
+            &new,
+            external,
+            render::KUBE_EXTERNAL_SERVICES,
+        ),
     ]
 }
 
@@ -88,6 +121,13 @@ pub struct Syncer<A: RulesetApplier> {
     jumps_ensured: bool,
     /// Fingerprint of each block's chains as last applied, keyed by its KUBE-SVC chain.
     applied: HashMap<String, u64>,
+    /// Our per-service chains in the kernel; `None` until listed (first sync, or
+    /// after a failure left the kernel in an unknown state).
+    kernel_chains: Option<BTreeSet<String>>,
+    /// Last sync's rendered block and fingerprint per service port.
+    cache: HashMap<ServicePortInfo, (Arc<ServicePortRules>, u64)>,
+    /// UDP service ports as last applied (`None` before the first success).
+    udp: Option<UdpPorts>,
 }
 
 impl<A: RulesetApplier> Syncer<A> {
@@ -98,6 +138,9 @@ impl<A: RulesetApplier> Syncer<A> {
             cfg,
             jumps_ensured: false,
             applied: HashMap::new(),
+            kernel_chains: None,
+            cache: HashMap::new(),
+            udp: None,
         }
     }
 
@@ -108,52 +151,127 @@ impl<A: RulesetApplier> Syncer<A> {
 
     /// Renders `snapshot` and applies it; `full` rewrites every chain.
     pub fn sync(&mut self, snapshot: &Snapshot, full: bool) -> Result<SyncStats, SyncError> {
-        let blocks = render::render_blocks(snapshot, &self.cfg);
-        let existing = self
+        let ports = snapshot.service_ports_on(self.cfg.node_name.as_deref());
+        let udp = conntrack::udp_ports(&ports);
+        let (owned, prints) = self.render_cached(ports);
+        let blocks: Vec<&ServicePortRules> = owned.iter().map(|b| b.as_ref()).collect();
+        let backend = self
             .applier
-            .current_chains("nat")
-            .map_err(|e| SyncError::ListChains(Box::new(e)))?;
+            .backend()
+            .map_err(|e| SyncError::Backend(Box::new(e)))?;
+        let existing = self.kernel_chains()?;
         let stale = stale_chains(&blocks, &existing);
-        let skip = self.unchanged_blocks(&blocks, &existing, full);
-        let input = skip
-            .iter()
-            .fold(RestoreInput::new(&blocks), |ri, i| ri.skip_chains_of(*i))
-            .delete_chains(stale.clone())
-            .render();
-        let stats = stats(&blocks, &skip, stale.len());
-        debug!(?stats, full, "applying ruleset");
-        if let Err(source) = self.applier.apply(&input) {
-            self.applied.clear();
-            return Err(SyncError::Apply {
-                chains: input.lines().filter(|l| l.starts_with(':')).count(),
-                source: Box::new(source),
-            });
+        let skip = self.unchanged_blocks(&blocks, &prints, &existing, full);
+        let inputs = plan(&blocks, &skip, stale.clone(), backend);
+        let mut stats = stats(&blocks, &skip, stale.len());
+        stats.restores = inputs.len();
+        debug!(?stats, full, backend = backend.as_str(), "applying ruleset");
+        for input in &inputs {
+            if let Err(source) = self.applier.apply(input) {
+                self.applied.clear();
+                self.kernel_chains = None;
+                self.jumps_ensured = false;
+                return Err(SyncError::Apply {
+                    chains: input.lines().filter(|l| l.starts_with(':')).count(),
+                    source: Box::new(source),
+                });
+            }
         }
         self.applied = blocks
             .iter()
-            .filter_map(|b| Some((key(b)?, b.fingerprint())))
+            .zip(&prints)
+            .filter_map(|(b, p)| Some((key(b)?.to_string(), *p)))
             .collect();
+        // Skipped blocks' chains are in `existing` already (else they'd be written).
+        let mut known = existing;
+        stale.iter().for_each(|c| {
+            known.remove(c);
+        });
+        for c in blocks.iter().flat_map(|b| b.chain_names()) {
+            if !known.contains(c) {
+                known.insert(c.to_string());
+            }
+        }
+        self.kernel_chains = Some(known);
         self.ensure_jumps()?;
+        stats.conntrack_deletes = self.clear_stale_udp(udp);
         Ok(stats)
+    }
+
+    /// Deletes conntrack entries of UDP endpoints that went away (the rules no longer
+    /// reach them, so this runs after the apply). Failures are logged, not fatal.
+    fn clear_stale_udp(&mut self, now: UdpPorts) -> usize {
+        let filters = match &self.udp {
+            Some(old) => conntrack::stale_filters(old, &now),
+            None => Vec::new(),
+        };
+        self.udp = Some(now);
+        for args in &filters {
+            if let Err(error) = self.applier.conntrack(args) {
+                warn!(%error, "failed to delete stale UDP conntrack entries");
+            }
+        }
+        filters.len()
+    }
+
+    /// Renders every service port, reusing last sync's block (and fingerprint) for
+    /// ports whose Service and endpoints are unchanged: hashing chain names and
+    /// formatting rules is most of a sync's CPU at 10k Services.
+    fn render_cached(
+        &mut self,
+        ports: Vec<ServicePortInfo>,
+    ) -> (Vec<Arc<ServicePortRules>>, Vec<u64>) {
+        let mut old = std::mem::take(&mut self.cache);
+        let mut blocks = Vec::new();
+        let mut prints = Vec::new();
+        for port in ports {
+            let (block, print) = old.remove(&port).unwrap_or_else(|| {
+                let b = render::render_service_port(&port, &self.cfg);
+                let p = b.fingerprint();
+                (Arc::new(b), p)
+            });
+            blocks.push(block.clone());
+            prints.push(print);
+            self.cache.insert(port, (block, print));
+        }
+        (blocks, prints)
+    }
+
+    /// Our per-service chains in the kernel: tracked, or listed once. Taken out of
+    /// `self` for the sync; put back only when the sync succeeds.
+    fn kernel_chains(&mut self) -> Result<BTreeSet<String>, SyncError> {
+        if let Some(known) = self.kernel_chains.take() {
+            return Ok(known);
+        }
+        let listed: BTreeSet<String> = self
+            .applier
+            .current_chains("nat")
+            .map_err(|e| SyncError::ListChains(Box::new(e)))?
+            .into_iter()
+            .filter(|c| is_per_service_chain(c))
+            .collect();
+        Ok(listed)
     }
 
     fn unchanged_blocks(
         &self,
-        blocks: &[ServicePortRules],
+        blocks: &[&ServicePortRules],
+        prints: &[u64],
         existing: &BTreeSet<String>,
         full: bool,
     ) -> Vec<usize> {
         if full {
             return Vec::new();
         }
-        let unchanged = |b: &ServicePortRules| {
-            key(b).is_some_and(|k| self.applied.get(&k) == Some(&b.fingerprint()))
+        let unchanged = |b: &ServicePortRules, p: &u64| {
+            key(b).is_some_and(|k| self.applied.get(k) == Some(p))
                 && b.chain_names().all(|c| existing.contains(c))
         };
         blocks
             .iter()
+            .zip(prints)
             .enumerate()
-            .filter(|(_, b)| unchanged(b))
+            .filter(|(_, (b, p))| unchanged(b, p))
             .map(|(i, _)| i)
             .collect()
     }
@@ -180,12 +298,12 @@ impl<A: RulesetApplier> Syncer<A> {
     }
 }
 
-fn key(b: &ServicePortRules) -> Option<String> {
-    b.chains.first().map(|c| c.name.clone())
+fn key(b: &ServicePortRules) -> Option<&str> {
+    b.chains.first().map(|c| c.name.as_str())
 }
 
 /// Per-service chains in the kernel that no block wants.
-fn stale_chains(blocks: &[ServicePortRules], existing: &BTreeSet<String>) -> Vec<String> {
+fn stale_chains(blocks: &[&ServicePortRules], existing: &BTreeSet<String>) -> Vec<String> {
     let wanted: BTreeSet<&str> = blocks.iter().flat_map(|b| b.chain_names()).collect();
     existing
         .iter()
@@ -194,7 +312,56 @@ fn stale_chains(blocks: &[ServicePortRules], existing: &BTreeSet<String>) -> Vec
         .collect()
 }
 
-fn stats(blocks: &[ServicePortRules], skip: &[usize], deleted: usize) -> SyncStats {
+/// The `iptables-restore --noflush` inputs of one sync, in order: a single one, or
+/// (nft, many chains to write) batches of whole Service ports' chains, then a final
+/// one with the top-level chains and the stale deletions.
+pub fn plan(
+    blocks: &[&ServicePortRules],
+    skip: &[usize],
+    stale: Vec<String>,
+    backend: Backend,
+) -> Vec<String> {
+    let mut skipped = vec![false; blocks.len()];
+    skip.iter().for_each(|i| skipped[*i] = true);
+    let written: Vec<&ServicePortRules> = blocks
+        .iter()
+        .zip(&skipped)
+        .filter(|(_, s)| !**s)
+        .map(|(b, _)| *b)
+        .collect();
+    let total: usize = written.iter().map(|b| b.chains.len()).sum();
+    let single = |skip: &[usize]| {
+        skip.iter()
+            .fold(RestoreInput::from_refs(blocks.to_vec()), |ri, i| {
+                ri.skip_chains_of(*i)
+            })
+            .delete_chains(stale.clone())
+            .render()
+    };
+    let Some(max) = backend.max_chains_per_restore().filter(|m| total > *m) else {
+        return vec![single(skip)];
+    };
+    let mut out = Vec::new();
+    let mut batch: Vec<&ServicePortRules> = Vec::new();
+    let mut in_batch = 0;
+    for b in written {
+        if in_batch + b.chains.len() > max && !batch.is_empty() {
+            out.push(render::render_chain_batch(&batch));
+            batch.clear();
+            in_batch = 0;
+        }
+        in_batch += b.chains.len();
+        batch.push(b);
+    }
+    if !batch.is_empty() {
+        out.push(render::render_chain_batch(&batch));
+    }
+    let all: Vec<usize> = (0..blocks.len()).collect();
+    out.push(single(&all));
+    out
+}
+
+fn stats(blocks: &[&ServicePortRules], skip: &[usize], deleted: usize) -> SyncStats {
     let total: usize = blocks.iter().map(|b| b.chains.len()).sum();
     let skipped: usize = skip.iter().map(|i| blocks[*i].chains.len()).sum();
     SyncStats {
@@ -202,6 +369,9 @@ fn stats(blocks: &[ServicePortRules], skip: &[usize], deleted: usize) -> SyncSta
         chains_written: total - skipped,
         chains_skipped: skipped,
         chains_deleted: deleted,
+        restores: 1,
+        rules: render::rule_count(blocks.iter().copied()),
+        conntrack_deletes: 0,
     }
 }
 

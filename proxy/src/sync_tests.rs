@@ -6,6 +6,7 @@ use serde_json::json;
 fn cfg() -> RenderConfig {
     RenderConfig {
         cluster_cidr: "10.244.0.0/16".into(),
+        node_name: None,
     }
 }
 
@@ -51,7 +52,10 @@ fn first_sync_is_one_restore_then_jumps_once() {
             service_ports: 2,
             chains_written: 4,
             chains_skipped: 0,
-            chains_deleted: 0
+            chains_deleted: 0,
+            restores: 1,
+            rules: 15,
+            conntrack_deletes: 0,
         }
     );
     s.sync(&snap(&["10.244.0.2"], true), true).unwrap();
@@ -63,10 +67,14 @@ fn first_sync_is_one_restore_then_jumps_once() {
         .collect();
     assert_eq!(
         jumps.len(),
-        5,
+        7,
         "jump rules are ensured once, after the chains exist"
     );
-    assert_eq!(fake.applied().len(), 2);
+    s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
+    let calls = fake.calls.lock().unwrap().clone();
+    let jumps = calls.iter().filter(|c| matches!(c, Call::EnsureRule(_)));
+    assert_eq!(jumps.count(), 7, "not re-checked while syncs succeed");
+    assert_eq!(fake.applied().len(), 3);
     let chains = fake.current_chains("nat").unwrap();
     assert!(chains.contains("KUBE-SVC-NPX46M4PTMTKRN6Y"));
 }
@@ -156,4 +164,141 @@ fn foreign_chains_are_never_deleted() {
     let stats = s.sync(&Snapshot::default(), false).unwrap();
     assert_eq!(stats.chains_deleted, 0);
     assert!(fake.current_chains("nat").unwrap().contains("DOCKER"));
+}
+
+#[test]
+fn chains_are_listed_once_then_tracked_in_memory() {
+    let fake = RecordingApplier::default();
+    fake.nat_chains
+        .lock()
+        .unwrap()
+        .insert("KUBE-SEP-LEFTOVER0000000".into());
+    let mut s = Syncer::new(fake.clone(), cfg());
+    let stats = s.sync(&snap(&["10.244.0.2"], false), true).unwrap();
+    assert_eq!(
+        stats.chains_deleted, 1,
+        "a previous run's chain is found once"
+    );
+    // A chain appearing behind our back is not looked for again.
+    fake.nat_chains
+        .lock()
+        .unwrap()
+        .insert("KUBE-SEP-LATER00000000000".into());
+    let stats = s.sync(&snap(&["10.244.0.2"], false), true).unwrap();
+    assert_eq!(stats.chains_deleted, 0);
+}
+
+/// `n` Services with 3 endpoints each.
+fn many(n: usize) -> Snapshot {
+    let mut s = Snapshot::default();
+    for i in 0..n {
+        let name = format!("svc{i}");
+        let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+        s.services.push(service(
+            "ns",
+            &name,
+            &ip,
+            json!([{"name": "http", "port": 80}]),
+        ));
+        let addrs: Vec<_> = (0..3)
+            .map(|e| json!({"ip": format!("10.244.{}.{}", i / 80, (i % 80) * 3 + e + 1)}))
+            .collect();
+        s.endpoints.push(endpoints(
+            "ns",
+            &name,
+            json!([{"addresses": addrs, "ports": [{"name": "http", "port": 8080}]}]),
+        ));
+    }
+    s
+}
+
+#[test]
+fn nft_splits_big_syncs_into_bounded_batches_then_top_level() {
+    let fake = RecordingApplier {
+        nft: true,
+        ..Default::default()
+    };
+    let mut s = Syncer::new(fake.clone(), cfg());
+    let stats = s.sync(&many(1200), true).unwrap();
+    assert_eq!(stats.chains_written, 4800);
+    assert_eq!(
+        stats.restores, 4,
+        "3 batches of <= 2000 chains + the top level"
+    );
+    let inputs = fake.applied();
+    for batch in &inputs[..3] {
+        let decls = batch.lines().filter(|l| l.starts_with(":KUBE-S")).count();
+        assert!(decls <= 2000, "{decls} chains in one batch");
+        assert!(
+            !batch.contains("-A KUBE-SERVICES"),
+            "batches leave KUBE-SERVICES alone"
+        );
+        assert!(!batch.contains("*filter"));
+    }
+    let last = inputs.last().unwrap();
+    assert!(
+        !last.contains(":KUBE-SVC-"),
+        "the final batch writes no service chain"
+    );
+    assert_eq!(last.matches("-A KUBE-SERVICES").count(), 1201);
+    // A one-Service change stays a single small restore.
+    let mut snap = many(1200);
+    snap.endpoints[7].subsets.as_mut().unwrap()[0]
+        .addresses
+        .as_mut()
+        .unwrap()
+        .pop();
+    let stats = s.sync(&snap, false).unwrap();
+    assert_eq!(
+        (stats.restores, stats.chains_written, stats.chains_deleted),
+        (1, 3, 1)
+    );
+}
+
+#[test]
+fn legacy_applies_big_syncs_in_one_restore() {
+    let fake = RecordingApplier::default();
+    let mut s = Syncer::new(fake.clone(), cfg());
+    assert_eq!(s.sync(&many(600), true).unwrap().restores, 1);
+}
+
+#[test]
+fn removed_udp_endpoint_gets_its_conntrack_entries_deleted() {
+    let fake = RecordingApplier::default();
+    let mut s = Syncer::new(fake.clone(), cfg());
+    let dns = |ips: &[&str]| {
+        let addrs: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+        Snapshot {
+            services: vec![service(
+                "kube-system",
+                "kube-dns",
+                "10.96.0.10",
+                json!([{"name": "dns", "port": 53, "protocol": "UDP"}]),
+            )],
+            endpoints: vec![endpoints(
+                "kube-system",
+                "kube-dns",
+                json!([{"addresses": addrs, "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}]),
+            )],
+        }
+    };
+    assert_eq!(
+        s.sync(&dns(&["10.244.0.5", "10.244.0.6"]), true)
+            .unwrap()
+            .conntrack_deletes,
+        0
+    );
+    let stats = s.sync(&dns(&["10.244.0.6"]), false).unwrap();
+    assert_eq!(stats.conntrack_deletes, 1);
+    let calls = fake.calls.lock().unwrap().clone();
+    let last = calls.last().unwrap();
+    assert_eq!(
+        last,
+        &Call::Conntrack(
+            "-D -p udp --orig-dst 10.96.0.10 --dst-nat 10.244.0.5"
+                .split(' ')
+                .map(String::from)
+                .collect()
+        )
+    );
 }

@@ -1,11 +1,15 @@
-//! kube-proxy's informers: kube-runtime reflectors on Services and Endpoints in all
-//! namespaces. Each change wakes the sync loop through a `Notify`; the loop reads the
+//! kube-proxy's informers: kube-runtime reflectors on Services, Endpoints and — when
+//! the API server serves discovery.k8s.io/v1 — EndpointSlices, in all namespaces.
+//! A Service with EndpointSlices is proxied from them, the others from their
+//! Endpoints. Each change wakes the sync loop through a `Notify`; the loop reads the
 //! reflector stores to build a `Snapshot`.
 
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -19,15 +23,30 @@ use crate::model::Snapshot;
 pub struct Informers {
     services: Store<Service>,
     endpoints: Store<Endpoints>,
+    slices: Option<Store<EndpointSlice>>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Whether the API server serves EndpointSlices (a 404 on listing them: no).
+pub async fn serves_endpoint_slices(client: &Client) -> bool {
+    let api = Api::<EndpointSlice>::all(client.clone());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 404 => false,
+        Err(error) => {
+            tracing::warn!(%error, "cannot tell whether EndpointSlices are served; using Endpoints");
+            false
+        }
+    }
 }
 
 impl Informers {
     /// Starts watching; `changed` is notified after every applied event.
-    pub fn start(client: &Client, changed: Arc<Notify>) -> Self {
+    /// With `slices`, EndpointSlices are watched too.
+    pub fn start(client: &Client, changed: Arc<Notify>, slices: bool) -> Self {
         let (services, svc_writer) = reflector::store::<Service>();
         let (endpoints, ep_writer) = reflector::store::<Endpoints>();
-        let tasks = vec![
+        let mut tasks = vec![
             spawn_drain(
                 "services",
                 reflector::reflector(svc_writer, watch_all::<Service>(client)),
@@ -36,12 +55,22 @@ impl Informers {
             spawn_drain(
                 "endpoints",
                 reflector::reflector(ep_writer, watch_all::<Endpoints>(client)),
-                changed,
+                changed.clone(),
             ),
         ];
+        let slices = slices.then(|| {
+            let (store, writer) = reflector::store::<EndpointSlice>();
+            tasks.push(spawn_drain(
+                "endpointslices",
+                reflector::reflector(writer, watch_all::<EndpointSlice>(client)),
+                changed,
+            ));
+            store
+        });
         Self {
             services,
             endpoints,
+            slices,
             tasks,
         }
     }
@@ -50,12 +79,22 @@ impl Informers {
     /// rules of Services not yet seen). Errors if a watch task ended.
     pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
         self.services.wait_until_ready().await?;
-        self.endpoints.wait_until_ready().await
+        self.endpoints.wait_until_ready().await?;
+        if let Some(slices) = &self.slices {
+            slices.wait_until_ready().await?;
+        }
+        Ok(())
     }
 
     /// The current contents of both caches.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+        let slices: Vec<EndpointSlice> = self
+            .slices
+            .iter()
+            .flat_map(|s| s.state())
+            .map(|s| s.as_ref().clone())
+            .collect();
+        let mut snap = Snapshot {
             services: self
                 .services
                 .state()
@@ -68,7 +107,11 @@ impl Informers {
                 .iter()
                 .map(|e| e.as_ref().clone())
                 .collect(),
+        };
+        if !slices.is_empty() {
+            snap.endpoints = crate::model::merge_endpoints(snap.endpoints, &slices);
         }
+        snap
     }
 }
 

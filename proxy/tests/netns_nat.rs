@@ -211,6 +211,7 @@ fn snapshot(web_ips: Option<&[&str]>) -> Snapshot {
 fn cfg() -> RenderConfig {
     RenderConfig {
         cluster_cidr: "10.244.0.0/16".into(),
+        node_name: None,
     }
 }
 

@@ -56,6 +56,26 @@ async fn wait_applied(fake: &RecordingApplier, what: &str, pred: impl Fn(&str) -
     );
 }
 
+fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect metrics");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut out))
+        .await
+        .expect("metrics answer in time")
+        .unwrap();
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_and_endpoints_changes_are_synced() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,6 +86,8 @@ async fn service_and_endpoints_changes_are_synced() {
         iptables_restore: "/nonexistent/iptables-restore".into(),
         iptables: "/nonexistent/iptables".into(),
         sync_period: Duration::from_secs(30),
+        min_sync_period: Duration::from_millis(0),
+        metrics_listen: Some(free_addr()),
         hostname: Some("node-1".into()),
     };
     let client = minion_proxy::kube_client(&config.kubeconfig)
@@ -88,6 +110,25 @@ async fn service_and_endpoints_changes_are_synced() {
         s.contains("-j KUBE-SVC-NPX46M4PTMTKRN6Y")
     })
     .await;
+
+    let addr = config.metrics_listen.unwrap();
+    // The sync is recorded in the metrics just after its apply: poll briefly.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = http_get(addr, "/metrics").await;
+        if !metrics.contains("_duration_seconds_count 0\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        !metrics.contains("_duration_seconds_count 0\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("kubeproxy_sync_proxy_rules_iptables_total 0\n"));
+    let healthz = http_get(addr, "/healthz").await;
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");

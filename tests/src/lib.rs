@@ -82,6 +82,21 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Like [`Lab::up`] with extra `minion-lab up` flags (e.g. `["--cni", "reference"]`).
+    pub fn up_with(prefix: &str, nodes: usize, extra: &[&str]) -> Result<Lab> {
+        let name = format!("{prefix}{}", std::process::id() % 100_000);
+        let state_root = std::env::temp_dir().join(format!("minion-lab-test-{name}"));
+        let lab = Lab { name: name.clone(), state_root };
+        run(lab.lab_cmd().args(["up", "--name", &name, "--nodes", &nodes.to_string(), "--timeout", "90"]).args(extra))
+            .context("minion-lab up")?;
+        Ok(lab)
+    }
+
+    /// `minion-lab restart <lab> <daemon>` (e.g. `node-1/netd`).
+    pub fn restart(&self, daemon: &str) -> Result<String> {
+        run(self.lab_cmd().args(["restart", &self.name, daemon]))
+    }
+
     fn lab_cmd(&self) -> Command {
         let mut c = Command::new(bin_dir().join("minion-lab"));
         c.arg("--state-dir").arg(&self.state_root).arg("--bin-dir").arg(bin_dir());

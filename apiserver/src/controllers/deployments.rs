@@ -24,6 +24,7 @@ pub async fn reconcile(app: &AppState) -> Result<(), ApiError> {
         let owned: Vec<&Value> = sets
             .iter()
             .filter(|r| namespace(r) == namespace(d) && controller_uid(r, "Deployment") == Some(uid(d)))
+            .map(|r| &**r)
             .collect();
         if let Err(e) = sync(app, d, &owned).await {
             tracing::warn!(deployment = %format!("{}/{}", namespace(d), name(d)), error = %e, "sync failed");

@@ -2,6 +2,7 @@
 //! same name listing the selected Pods that have an IP (Ready → `addresses`, else
 //! `notReadyAddresses`), ports resolved from `targetPort` (a number or a container
 //! port name). Endpoints of deleted Services that this controller wrote are removed.
+//! The matching EndpointSlices are kept alongside (see [`super::endpointslices`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,19 +25,32 @@ pub async fn reconcile(app: &AppState) -> Result<(), ApiError> {
     let pods = list_all(app, "", "pods", None).await?;
     let endpoints = list_all(app, "", "endpoints", None).await?;
     let existing: HashMap<(String, String), &Value> =
-        endpoints.iter().map(|e| ((namespace(e).to_string(), name(e).to_string()), e)).collect();
+        endpoints.iter().map(|e| ((namespace(e).to_string(), name(e).to_string()), &**e)).collect();
     let svc_names: HashMap<(String, String), ()> =
         services.iter().map(|s| ((namespace(s).to_string(), name(s).to_string()), ())).collect();
+    let slices = super::endpointslices::by_service(&list_all(app, "discovery.k8s.io", "endpointslices", None).await?);
+    let mut keep_slices = std::collections::HashSet::new();
     for svc in &services {
         let Some(selector) = selector_of(svc) else { continue };
         let ns = namespace(svc);
-        let ns_pods: Vec<&Value> = pods.iter().filter(|p| namespace(p) == ns && selector.matches_labels(labels(p).as_ref())).collect();
+        let ns_pods: Vec<&Value> = pods.iter().filter(|p| namespace(p) == ns && selector.matches_labels(labels(p).as_ref())).map(|p| &**p).collect();
         let subsets = subsets_for(svc, &ns_pods);
-        let current = existing.get(&(ns.to_string(), name(svc).to_string())).copied();
+        let id = (ns.to_string(), name(svc).to_string());
+        let current = existing.get(&id).copied();
+        let own_slices = slices.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+        match super::endpointslices::sync(app, svc, &subsets, own_slices).await {
+            Ok(names) => keep_slices.extend(names.into_iter().map(|n| (ns.to_string(), n))),
+            Err(e) => {
+                // Keep what exists rather than prune it on a transient failure.
+                keep_slices.extend(own_slices.iter().map(|s| (ns.to_string(), name(s).to_string())));
+                tracing::warn!(service = %format!("{ns}/{}", name(svc)), error = %e, "endpointslice update failed");
+            }
+        }
         if let Err(e) = write(app, svc, current, subsets).await {
             tracing::warn!(service = %format!("{ns}/{}", name(svc)), error = %e, "endpoints update failed");
         }
     }
+    super::endpointslices::prune(app, &keep_slices).await?;
     for ep in &endpoints {
         let id = (namespace(ep).to_string(), name(ep).to_string());
         let managed = ep.pointer(&format!("/metadata/annotations/{}", TRIGGER_ANNOTATION.replace('/', "~1"))).is_some();

@@ -1,14 +1,13 @@
 //! Garbage collection, as kube-controller-manager's PodGC and the events TTL do:
 //! Pods bound to a Node that no longer exists are deleted (after a 40s quarantine),
-//! Events older than one hour are removed, and objects whose controlling owner
-//! (ReplicaSet, Deployment) is gone are deleted (background propagation).
+//! Events older than one hour are removed, and ownerReferences are enforced
+//! (see [`super::owners`]).
 
 use std::collections::HashSet;
 
 use serde_json::Value;
 
 use super::list_all;
-use super::workloads::{controller_uid, deleting, uid};
 use crate::error::ApiError;
 use crate::objects::{name, namespace, parse_time, str_at};
 use crate::resources;
@@ -33,24 +32,7 @@ pub async fn reconcile(app: &AppState) -> Result<(), ApiError> {
             remove(app, "pods", pod).await;
         }
     }
-    // Dependents are listed before their owners, so a fresh owner is never missed.
-    let sets = list_all(app, "apps", "replicasets", None).await?;
-    let deployments = list_all(app, "apps", "deployments", None).await?;
-    let set_uids: HashSet<&str> = sets.iter().map(uid).collect();
-    let deployment_uids: HashSet<&str> = deployments.iter().map(uid).collect();
-    for pod in &pods {
-        if controller_uid(pod, "ReplicaSet").is_some_and(|u| !set_uids.contains(u)) && !deleting(pod) {
-            let opts = crate::handlers::DeleteOptions::default();
-            if let Some(res) = resources::find("", "pods") {
-                let _ = crate::handlers::delete_object(app, res, Some(namespace(pod)), name(pod), &opts).await;
-            }
-        }
-    }
-    for rs in &sets {
-        if controller_uid(rs, "Deployment").is_some_and(|u| !deployment_uids.contains(u)) {
-            remove_in(app, "apps", "replicasets", rs).await;
-        }
-    }
+    super::owners::reconcile(app).await?;
     for event in list_all(app, "", "events", None).await? {
         let last = ["/lastTimestamp", "/eventTime", "/metadata/creationTimestamp"]
             .iter()

@@ -4,10 +4,13 @@
 //! and by a periodic resync, and reconciles the whole state each time.
 
 pub mod endpoints;
+pub mod endpointslices;
 pub mod gc;
 pub mod nodes;
+pub mod owners;
 pub mod replicasets;
 pub mod scheduler;
+pub mod serviceaccounts;
 pub mod deployments;
 pub mod workloads;
 
@@ -31,7 +34,7 @@ pub fn spawn_all(app: Arc<AppState>) -> Vec<JoinHandle<()>> {
         spawn(app.clone(), "scheduler", &["/registry/pods/", "/registry/nodes/"], Duration::from_secs(10), |a| {
             Box::pin(async move { scheduler::reconcile(&a).await })
         }),
-        spawn(app.clone(), "endpoints", &["/registry/pods/", "/registry/services/", "/registry/endpoints/"],
+        spawn(app.clone(), "endpoints", &["/registry/pods/", "/registry/services/", "/registry/endpoints/", "/registry/endpointslices/"],
             Duration::from_secs(30), |a| Box::pin(async move { endpoints::reconcile(&a).await })),
         spawn(app.clone(), "node-lifecycle", &["/registry/nodes/"], Duration::from_secs(5), |a| {
             Box::pin(async move { nodes::reconcile(&a).await })
@@ -42,7 +45,10 @@ pub fn spawn_all(app: Arc<AppState>) -> Vec<JoinHandle<()>> {
         spawn(app.clone(), "deployment", &["/registry/deployments/", "/registry/replicasets/"], Duration::from_secs(30), |a| {
             Box::pin(async move { deployments::reconcile(&a).await })
         }),
-        spawn(app, "garbage-collector", &["/registry/nodes/", "/registry/replicasets/", "/registry/deployments/"], Duration::from_secs(60), |a| {
+        spawn(app.clone(), "serviceaccount", &["/registry/namespaces/", "/registry/serviceaccounts/"], Duration::from_secs(60), |a| {
+            Box::pin(async move { serviceaccounts::reconcile(&a).await })
+        }),
+        spawn(app, "garbage-collector", &[], Duration::from_secs(60), |a| {
             Box::pin(async move { gc::reconcile(&a).await })
         }),
     ]
@@ -79,6 +85,8 @@ async fn wait_relevant(rx: &mut tokio::sync::broadcast::Receiver<Arc<crate::stor
     loop {
         match rx.recv().await {
             Ok(ev) if prefixes.iter().any(|p| ev.key.starts_with(p)) => return true,
+            // No prefixes: woken by deletions (the garbage collector).
+            Ok(ev) if prefixes.is_empty() && (ev.kind == crate::store::EventType::Deleted || workloads::deleting(&ev.object)) => return true,
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => return true,
             Err(RecvError::Closed) => return false,
@@ -86,9 +94,9 @@ async fn wait_relevant(rx: &mut tokio::sync::broadcast::Receiver<Arc<crate::stor
     }
 }
 
-/// Lists every object of a core/v1 (or coordination) resource.
-pub async fn list_all(app: &AppState, group: &str, plural: &str, ns: Option<&str>) -> Result<Vec<Value>, ApiError> {
+/// Lists every object of a resource (shared, not copied: controllers list often).
+pub async fn list_all(app: &AppState, group: &str, plural: &str, ns: Option<&str>) -> Result<Vec<Arc<Value>>, ApiError> {
     let res = resources::find(group, plural).ok_or_else(|| ApiError::internal(format!("no resource {plural}")))?;
-    let (items, _) = app.db.list(&res.prefix(ns)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let (items, _) = app.db.list_shared(&res.prefix(ns)).await.map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(items)
 }

@@ -40,13 +40,13 @@ pub async fn reconcile(app: &AppState) -> Result<(), ApiError> {
             .or_else(|| parse_time(str_at(node, "/metadata/creationTimestamp")));
         let stale = last.is_some_and(|t| (now - t).num_seconds() > GRACE_SECONDS);
         let ready = condition_status(node, "Ready");
-        let mut desired = node.clone();
+        let mut desired = (**node).clone();
         if stale && ready != Some("Unknown") {
             set_condition(&mut desired, unknown_ready());
         }
         let now_ready = condition_status(&desired, "Ready").map(String::from);
         set_taints(&mut desired, now_ready.as_deref());
-        if &desired != node {
+        if desired != **node {
             write_node(app, node, &desired).await?;
         }
         if not_ready_for(&desired, now) > EVICTION_SECONDS {
@@ -140,7 +140,7 @@ async fn write_node(app: &AppState, node: &Value, desired: &Value) -> Result<(),
     }
 }
 
-async fn evict(app: &AppState, node: &str, pods: &[Value]) {
+async fn evict(app: &AppState, node: &str, pods: &[std::sync::Arc<Value>]) {
     let Some(res) = resources::find("", "pods") else { return };
     for pod in pods.iter().filter(|p| str_at(p, "/spec/nodeName") == node) {
         if pod.pointer("/metadata/deletionTimestamp").is_some() {

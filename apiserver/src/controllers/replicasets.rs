@@ -20,6 +20,7 @@ pub async fn reconcile(app: &AppState) -> Result<(), ApiError> {
             .iter()
             .filter(|p| namespace(p) == namespace(rs) && controller_uid(p, "ReplicaSet") == Some(uid(rs)))
             .filter(|p| !deleting(p) && !matches!(str_at(p, "/status/phase"), "Succeeded" | "Failed"))
+            .map(|p| &**p)
             .collect();
         let want = usize::try_from(int(rs, "/spec/replicas")).unwrap_or(0);
         if owned.len() < want {

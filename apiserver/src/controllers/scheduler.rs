@@ -47,7 +47,7 @@ fn pending(pod: &Value) -> bool {
 }
 
 /// The least loaded feasible node for `pod`.
-pub fn pick_node(pod: &Value, nodes: &[Value], load: &BTreeMap<String, usize>) -> Option<String> {
+pub fn pick_node(pod: &Value, nodes: &[std::sync::Arc<Value>], load: &BTreeMap<String, usize>) -> Option<String> {
     nodes
         .iter()
         .filter(|n| feasible(pod, n))
@@ -129,10 +129,10 @@ mod tests {
 
     #[test]
     fn picks_ready_least_loaded_matching_node() {
-        let nodes = vec![
-            node("a", "True", json!({"disk":"ssd"})),
-            node("b", "True", json!({})),
-            node("c", "False", json!({})),
+        let nodes: Vec<std::sync::Arc<Value>> = vec![
+            node("a", "True", json!({"disk":"ssd"})).into(),
+            node("b", "True", json!({})).into(),
+            node("c", "False", json!({})).into(),
         ];
         let mut load = BTreeMap::new();
         load.insert("a".to_string(), 3);
@@ -148,11 +148,11 @@ mod tests {
     fn unschedulable_and_taints() {
         let mut n = node("a", "True", json!({}));
         n["spec"] = json!({"unschedulable": true});
-        assert_eq!(pick_node(&json!({}), &[n], &BTreeMap::new()), None);
+        assert_eq!(pick_node(&json!({}), &[n.into()], &BTreeMap::new()), None);
         let mut n = node("a", "True", json!({}));
         n["spec"] = json!({"taints":[{"key":"k","value":"v","effect":"NoSchedule"}]});
-        assert_eq!(pick_node(&json!({}), std::slice::from_ref(&n), &BTreeMap::new()), None);
+        assert_eq!(pick_node(&json!({}), &[n.clone().into()], &BTreeMap::new()), None);
         let pod = json!({"spec":{"tolerations":[{"key":"k","operator":"Exists"}]}});
-        assert_eq!(pick_node(&pod, &[n], &BTreeMap::new()).as_deref(), Some("a"));
+        assert_eq!(pick_node(&pod, &[n.into()], &BTreeMap::new()).as_deref(), Some("a"));
     }
 }

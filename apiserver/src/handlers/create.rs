@@ -17,9 +17,10 @@ use crate::server::AppState;
 
 /// POST to a collection.
 pub async fn create(app: &Arc<AppState>, req: &Req, target: &Target) -> Result<Response, ApiError> {
-    let body = decode_body(target.res, &req.body)?;
+    let body = decode_body(target.res, &super::fields::json_body(req)?)?;
+    let warnings = super::fields::validate(req, target.res, &body)?;
     let created = create_object(app, target.res, target.namespace.as_deref(), body).await?;
-    Ok(json_response(StatusCode::CREATED, &created))
+    Ok(super::fields::with_warnings(json_response(StatusCode::CREATED, &created), &warnings))
 }
 
 /// Creates an object (used by POST, bootstrap and controllers).
@@ -54,6 +55,10 @@ pub async fn create_object(
     meta.insert("creationTimestamp".into(), json!(objects::now()));
     check_name(res, &name)?;
     check_object(res, &obj)?;
+    let causes = super::fieldcheck::field_causes(res, &obj);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid_causes(res.kind, &name, causes));
+    }
     let allocated = apply_create_defaults(app, res, &mut obj)?;
     let key = res.key(ns.as_deref(), &name);
     match app.db.create(&key, obj).await {
@@ -111,6 +116,7 @@ fn apply_create_defaults(app: &AppState, res: &ResourceInfo, obj: &mut Value) ->
                 map.insert("status".into(), json!({}));
             }
             default_pod(obj);
+            crate::admission::admit_pod(obj);
             Ok(None)
         }
         "Namespace" => {
@@ -127,6 +133,15 @@ fn apply_create_defaults(app: &AppState, res: &ResourceInfo, obj: &mut Value) ->
             if let Some(map) = obj.as_object_mut() {
                 map.insert("status".into(), json!({}));
             }
+            Ok(None)
+        }
+        "DaemonSet" => {
+            crate::admission::default_daemonset(obj);
+            object_mut(obj, "metadata").insert("generation".into(), json!(1));
+            Ok(None)
+        }
+        "Secret" => {
+            crate::admission::default_secret(obj);
             Ok(None)
         }
         _ => Ok(None),

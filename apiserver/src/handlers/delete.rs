@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::finalize::{finalizers, mark_deleting, Propagation};
 use super::validate::parse_json;
 use super::{Req, Target};
 use crate::error::{json_response, ApiError};
@@ -25,6 +26,8 @@ pub struct DeleteOptions {
     pub grace_period: Option<i64>,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
+    /// `propagationPolicy` (None: the kind's default, Background).
+    pub propagation: Option<super::finalize::Propagation>,
 }
 
 fn options(req: &Req) -> Result<DeleteOptions, ApiError> {
@@ -35,6 +38,13 @@ fn options(req: &Req) -> Result<DeleteOptions, ApiError> {
         opts.uid = body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
         opts.resource_version =
             body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
+        opts.propagation = Propagation::parse(
+            body.get("propagationPolicy").and_then(Value::as_str),
+            body.get("orphanDependents").and_then(Value::as_bool),
+        )?;
+    }
+    if let Some(p) = Propagation::parse(req.param("propagationPolicy"), req.param("orphanDependents").map(|v| v == "true"))? {
+        opts.propagation = Some(p);
     }
     if let Some(g) = req.param("gracePeriodSeconds") {
         let g = g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?;
@@ -48,6 +58,33 @@ pub async fn delete(app: &Arc<AppState>, req: &Req, target: &Target) -> Result<R
     let opts = options(req)?;
     let deleted = delete_object(app, target.res, target.namespace.as_deref(), target.name(), &opts).await?;
     Ok(json_response(StatusCode::OK, &deleted))
+}
+
+/// POST pods/<name>/eviction: an Eviction is a graceful delete (no
+/// PodDisruptionBudgets exist here, so it is always allowed); answers 201 Success.
+pub async fn evict(app: &Arc<AppState>, req: &Req, target: &Target) -> Result<Response, ApiError> {
+    let body = parse_json(&req.body)?;
+    let kind = str_at(&body, "/kind");
+    if !kind.is_empty() && kind != "Eviction" {
+        return Err(ApiError::bad_request(format!("expected an Eviction, got {kind}")));
+    }
+    let named = str_at(&body, "/metadata/name");
+    if !named.is_empty() && named != target.name() {
+        return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
+    }
+    let d = body.get("deleteOptions").cloned().unwrap_or(Value::Null);
+    let opts = DeleteOptions {
+        grace_period: d.get("gracePeriodSeconds").and_then(Value::as_i64),
+        uid: d.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
+        resource_version: d.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
+        propagation: Propagation::parse(
+            d.get("propagationPolicy").and_then(Value::as_str),
+            d.get("orphanDependents").and_then(Value::as_bool),
+        )?,
+    };
+    delete_object(app, target.res, target.namespace.as_deref(), target.name(), &opts).await?;
+    let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201});
+    Ok(json_response(StatusCode::CREATED, &status))
 }
 
 /// Deletes (or starts the graceful deletion of) one object; returns it.
@@ -66,6 +103,19 @@ pub async fn delete_object(
         .map_err(|e| ApiError::from_store(e, res.plural, name))?
         .ok_or_else(|| ApiError::not_found(res.plural, name))?;
     check_preconditions(res, name, &old, opts)?;
+    let add = opts.propagation.and_then(Propagation::finalizer);
+    if res.kind != "Namespace" && (add.is_some() || !finalizers(&old).is_empty()) {
+        let grace = match res.kind {
+            "Pod" if !str_at(&old, "/spec/nodeName").is_empty() => {
+                let default = old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+                opts.grace_period.unwrap_or(default).max(0)
+            }
+            _ => 0,
+        };
+        let marked = mark_deleting(app, res, &key, name, add, grace).await?;
+        super::finalize::complete_if_done(app, res, &key, &marked).await?;
+        return Ok(marked);
+    }
     match res.kind {
         "Pod" => delete_pod(app, &key, name, &old, opts.grace_period).await,
         "Namespace" => delete_namespace(app, &key, name).await,

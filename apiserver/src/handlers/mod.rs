@@ -3,6 +3,10 @@
 
 pub mod create;
 mod delete;
+pub mod fieldcheck;
+pub mod finalize;
+pub mod fields;
+pub mod paging;
 mod scale;
 pub mod read;
 mod update;
@@ -75,34 +79,69 @@ impl Target {
     }
 }
 
+/// Largest request body accepted (kube-apiserver's 3 MiB); larger gets 413.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
 /// The single entry point (axum fallback).
 pub async fn dispatch(
     State(app): State<Arc<AppState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    let query = match Query::<HashMap<String, String>>::try_from_uri(&uri) {
-        Ok(Query(q)) => q,
-        Err(e) => return ApiError::bad_request(format!("invalid query: {e}")).into_response(),
-    };
+    let started = std::time::Instant::now();
     let path = uri.path().trim_end_matches('/').to_string();
-    let body = match protobuf_to_json(&headers, body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let req = Req { method, path, query, headers, body };
-    tracing::debug!(method = %req.method, path = %req.path, "request");
-    match route(&app, &req).await {
-        Ok(resp) => resp,
-        Err(err) => {
-            if err.code >= 500 {
-                tracing::warn!(method = %req.method, path = %req.path, error = %err, "request failed");
-            }
-            err.into_response()
-        }
+    if path == "/metrics" && method == Method::GET {
+        let text = app.metrics.render();
+        return ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();
     }
+    let labels = request_labels(&method, &path, &uri);
+    let resp = match decode(method, &uri, path, headers, body).await {
+        Ok(req) => {
+            tracing::debug!(method = %req.method, path = %req.path, "request");
+            match route(&app, &req).await {
+                Ok(resp) => resp,
+                Err(err) => {
+                    if err.code >= 500 {
+                        tracing::warn!(method = %req.method, path = %req.path, error = %err, "request failed");
+                    }
+                    err.into_response()
+                }
+            }
+        }
+        Err(e) => e.into_response(),
+    };
+    if let Some(labels) = labels {
+        app.metrics.observe(labels, resp.status().as_u16(), started.elapsed());
+    }
+    resp
+}
+
+async fn decode(method: Method, uri: &Uri, path: String, headers: HeaderMap, body: axum::body::Body) -> Result<Req, ApiError> {
+    let Query(query) = Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::too_large(MAX_BODY_BYTES))?;
+    let body = protobuf_to_json(&headers, body)?;
+    Ok(Req { method, path, query, headers, body })
+}
+
+/// Metric labels of a resource request (None for discovery and health paths).
+fn request_labels(method: &Method, path: &str, uri: &Uri) -> Option<crate::metrics::RequestLabels> {
+    let target = parse_target(path).ok().flatten()?;
+    let watch = uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let verb = match (method, target.name.is_some()) {
+        (&Method::GET, false) if watch => "WATCH",
+        (&Method::GET, false) => "LIST",
+        (m, _) => m.as_str(),
+    };
+    Some(crate::metrics::RequestLabels {
+        verb: verb.to_string(),
+        group: target.res.group.to_string(),
+        version: target.res.version.to_string(),
+        resource: target.res.plural.to_string(),
+        subresource: target.sub.unwrap_or_default(),
+    })
 }
 
 async fn route(app: &Arc<AppState>, req: &Req) -> Result<Response, ApiError> {
@@ -127,6 +166,7 @@ async fn route(app: &Arc<AppState>, req: &Req) -> Result<Response, ApiError> {
         (&Method::GET, true, None | Some("status")) => read::get(app, req, &target).await,
         (&Method::POST, false, None) => create::create(app, req, &target).await,
         (&Method::POST, true, Some("binding")) => create::binding(app, req, &target).await,
+        (&Method::POST, true, Some("eviction")) => delete::evict(app, req, &target).await,
         (&Method::PUT, true, None | Some("status")) => update::put(app, req, &target).await,
         (&Method::PATCH, true, None | Some("status")) => update::patch(app, req, &target).await,
         (&Method::DELETE, true, None) => delete::delete(app, req, &target).await,

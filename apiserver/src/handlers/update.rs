@@ -21,7 +21,8 @@ const RETRIES: usize = 16;
 
 /// PUT an object or its status.
 pub async fn put(app: &Arc<AppState>, req: &Req, target: &Target) -> Result<Response, ApiError> {
-    let mut body = decode_body(target.res, &req.body)?;
+    let mut body = decode_body(target.res, &super::fields::json_body(req)?)?;
+    let warnings = super::fields::validate(req, target.res, &body)?;
     let body_name = name(&body).to_string();
     if body_name.is_empty() {
         object_mut(&mut body, "metadata").insert("name".into(), json!(target.name()));
@@ -33,7 +34,7 @@ pub async fn put(app: &Arc<AppState>, req: &Req, target: &Target) -> Result<Resp
     }
     let expected = requested_revision(&body)?;
     let updated = update_object(app, target, expected, |_| Ok(body.clone())).await?;
-    Ok(json_response(StatusCode::OK, &updated))
+    Ok(super::fields::with_warnings(json_response(StatusCode::OK, &updated), &warnings))
 }
 
 /// PATCH an object or its status.
@@ -42,6 +43,8 @@ pub async fn patch(app: &Arc<AppState>, req: &Req, target: &Target) -> Result<Re
     let kind = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
     let body = req.body.clone();
     let res = target.res;
+    super::fields::FieldValidation::from_req(req)?;
+    let mut warnings = Vec::new();
     if kind == PatchType::Apply && target.sub.is_none() && app.db.get(&target.key()).await.ok().flatten().is_none() {
         return apply_create(app, target, &body).await;
     }
@@ -56,10 +59,11 @@ pub async fn patch(app: &Arc<AppState>, req: &Req, target: &Target) -> Result<Re
             }
         }
         check_typed(res, &patched)?;
+        warnings = super::fields::validate_change(req, res, Some(old), &patched)?;
         Ok(patched)
     })
     .await?;
-    Ok(json_response(StatusCode::OK, &updated))
+    Ok(super::fields::with_warnings(json_response(StatusCode::OK, &updated), &warnings))
 }
 
 /// Server-side apply of an object that does not exist yet: create it.
@@ -114,7 +118,10 @@ where
         let requested = compute(&old)?;
         let new = prepare_update(res, &old, requested, target.sub.as_deref())?;
         match app.db.update(&key, new, Some(object_revision(&old))).await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                super::finalize::complete_if_done(app, res, &key, &v).await?;
+                return Ok(v);
+            }
             Err(StoreError::Conflict { .. }) if expected.is_none() => continue,
             Err(e) => return Err(ApiError::from_store(e, res.plural, target.name())),
         }
@@ -158,11 +165,19 @@ pub fn prepare_update(res: &ResourceInfo, old: &Value, mut new: Value, sub: Opti
         }
     }
     match res.kind {
-        "Pod" => keep_node_name(old, &mut new)?,
+        "Pod" => {
+            keep_node_name(old, &mut new)?;
+            crate::objects::default_pod_spec(&mut new);
+            crate::admission::admit_pod(&mut new);
+        }
         "Service" => keep_cluster_ip(old, &mut new)?,
         "Namespace" => default_namespace(&mut new),
-        "Deployment" | "ReplicaSet" => {
-            crate::objects::default_workload(&mut new, res.kind);
+        "Deployment" | "ReplicaSet" | "DaemonSet" => {
+            if res.kind == "DaemonSet" {
+                crate::admission::default_daemonset(&mut new);
+            } else {
+                crate::objects::default_workload(&mut new, res.kind);
+            }
             let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
             let changed = old.get("spec") != new.get("spec");
             let next = if changed { generation + 1 } else { generation };
@@ -171,6 +186,11 @@ pub fn prepare_update(res: &ResourceInfo, old: &Value, mut new: Value, sub: Opti
         _ => {}
     }
     check_object(res, &new)?;
+    let mut causes = super::fieldcheck::field_causes(res, &new);
+    causes.extend(super::fieldcheck::immutable_causes(res, old, &new));
+    if !causes.is_empty() {
+        return Err(ApiError::invalid_causes(res.kind, &obj_name, causes));
+    }
     Ok(new)
 }
 

@@ -1,9 +1,12 @@
 //! Decoding and validation of request bodies: JSON, kind/apiVersion, the typed
 //! shape (through `k8s-openapi`), names (DNS-1123) and a few required fields.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -71,6 +74,11 @@ pub fn check_typed(res: &ResourceInfo, value: &Value) -> Result<(), ApiError> {
         "Lease" => typed::<Lease>(value),
         "Deployment" => typed::<Deployment>(value),
         "ReplicaSet" => typed::<ReplicaSet>(value),
+        "DaemonSet" => typed::<DaemonSet>(value),
+        "ConfigMap" => typed::<ConfigMap>(value),
+        "Secret" => typed::<Secret>(value),
+        "ServiceAccount" => typed::<ServiceAccount>(value),
+        "EndpointSlice" => typed::<EndpointSlice>(value),
         _ => Ok(()),
     }
 }
@@ -150,7 +158,7 @@ pub fn check_object(res: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
             }
             Ok(())
         }
-        "Deployment" | "ReplicaSet" => check_workload(res.kind, n, obj),
+        "Deployment" | "ReplicaSet" | "DaemonSet" => check_workload(res.kind, n, obj),
         _ => Ok(()),
     }
 }

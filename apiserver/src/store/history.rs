@@ -50,6 +50,16 @@ impl History {
         Ok(Subscription { backlog, rx: self.tx.subscribe(), revision: current })
     }
 
+    /// The oldest revision a list or watch can start from.
+    pub fn start(&self) -> Revision {
+        self.start
+    }
+
+    /// The kept events with a revision above `rev`, oldest first.
+    pub fn after(&self, rev: Revision) -> impl DoubleEndedIterator<Item = &Arc<Event>> {
+        self.events.iter().filter(move |e| e.rev > rev)
+    }
+
     /// A live-only subscription (the caller supplies the backlog).
     pub fn receiver(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()

@@ -50,6 +50,20 @@ pub struct Event {
     pub object: Value,
     /// The object before the change (None for Added).
     pub prev: Option<Value>,
+    /// `object` serialized once, shared by every watcher that sends it.
+    pub encoded: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Event {
+    /// A new event.
+    pub fn new(rev: Revision, kind: EventType, key: String, object: Value, prev: Option<Value>) -> Self {
+        Event { rev, kind, key, object, prev, encoded: std::sync::OnceLock::new() }
+    }
+
+    /// The object as JSON bytes (serialized on first use).
+    pub fn object_json(&self) -> &bytes::Bytes {
+        self.encoded.get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&self.object).unwrap_or_default()))
+    }
 }
 
 /// A watch subscription: events to send first, then the live receiver.
@@ -88,6 +102,20 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, key: &str) -> Result<Option<Value>, StoreError>;
     /// All objects whose key starts with `prefix`, and the current revision.
     fn list(&self, prefix: &str) -> Result<(Vec<Value>, Revision), StoreError>;
+    /// Like [`Store::list`], sharing the stored objects instead of copying them.
+    fn list_shared(&self, prefix: &str) -> Result<(Vec<Arc<Value>>, Revision), StoreError> {
+        let (items, rev) = self.list(prefix)?;
+        Ok((items.into_iter().map(Arc::new).collect(), rev))
+    }
+    /// The objects under `prefix` as they were at revision `at` (None: now), as far
+    /// as the kept history allows (older: Expired), and the revision served.
+    fn list_at(&self, prefix: &str, at: Option<Revision>) -> Result<(Vec<Arc<Value>>, Revision), StoreError> {
+        let (items, rev) = self.list_shared(prefix)?;
+        match at {
+            Some(at) if at != rev => Err(StoreError::Expired { requested: at, oldest: rev }),
+            _ => Ok((items, rev)),
+        }
+    }
     /// Creates `key`; fails with AlreadyExists. Returns the object with its revision.
     fn create(&self, key: &str, object: Value) -> Result<Value, StoreError>;
     /// Replaces `key`; with `expected`, only when its revision is still that.
@@ -99,6 +127,11 @@ pub trait Store: Send + Sync + 'static {
     fn watch(&self, prefix: &str, from: Option<Revision>) -> Result<Subscription, StoreError>;
     /// The current revision.
     fn revision(&self) -> Revision;
+    /// True when reads wait on IO (then callers run them off the async runtime);
+    /// false when they are served from memory.
+    fn reads_block(&self) -> bool {
+        true
+    }
 }
 
 /// The resourceVersion of a stored object.

@@ -1,31 +1,83 @@
 //! The SQLite datastore (like k3s's kine default): one file, WAL journal,
-//! `synchronous=FULL`, a write-through in-memory cache for reads.
+//! `synchronous=FULL`, a write-through in-memory cache for reads, and group commit.
+//!
+//! Writers hand their operation to one committer thread and wait. The committer takes
+//! every operation queued so far, checks each against the committed state plus the
+//! earlier operations of the same batch (compare-and-swap on resourceVersion), writes
+//! them all in one transaction and commits it (one fsync for the whole batch). Only
+//! then does it publish the batch to the read cache and the watch history and answer
+//! the writers: nothing is visible or acknowledged before it is durable.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::{
-    object_revision, set_revision, Event, EventType, History, Revision, Store, StoreError,
-    Subscription, HISTORY_LIMIT,
-};
+mod commit;
+
+use commit::Committer;
+
+use super::{object_revision, Event, EventType, History, Revision, Store, StoreError, Subscription, HISTORY_LIMIT};
+
+/// Most operations committed in one transaction.
+const MAX_BATCH: usize = 1024;
 
 /// A [`Store`] in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
-    inner: Mutex<Inner>,
+    state: Arc<Mutex<State>>,
+    queue: Arc<Queue>,
+    committer: Option<JoinHandle<()>>,
+}
+
+/// The committed state: what reads and watches see.
+#[derive(Debug)]
+struct State {
+    cache: BTreeMap<String, Arc<Value>>,
+    history: History,
+    rev: Revision,
+}
+
+/// Operations waiting for the committer.
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Mutex<Pending>,
+    ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    ops: Vec<Op>,
+    closed: bool,
 }
 
 #[derive(Debug)]
-struct Inner {
-    conn: Connection,
-    path: String,
-    cache: BTreeMap<String, Value>,
-    history: History,
+enum Action {
+    Create(Value),
+    Update(Value, Option<Revision>),
+    Delete(Option<Revision>),
+}
+
+#[derive(Debug)]
+struct Op {
+    key: String,
+    action: Action,
+    reply: SyncSender<Result<Value, StoreError>>,
+}
+
+/// One accepted operation of a batch, with its new revision.
+struct Accepted {
+    key: String,
+    kind: EventType,
+    object: Value,
+    text: Option<String>,
+    prev: Option<Value>,
     rev: Revision,
+    reply: SyncSender<Result<Value, StoreError>>,
 }
 
 const SCHEMA: &str = "
@@ -61,19 +113,56 @@ impl SqliteStore {
             .unwrap_or(0) as Revision;
         let cache = load_all(&conn, &path)?;
         let history = History::new(HISTORY_LIMIT, rev);
-        Ok(SqliteStore { inner: Mutex::new(Inner { conn, path, cache, history, rev }) })
+        let state = Arc::new(Mutex::new(State { cache, history, rev }));
+        let queue = Arc::new(Queue::default());
+        let committer = {
+            let (state, queue) = (state.clone(), queue.clone());
+            std::thread::Builder::new()
+                .name("sqlite-commit".into())
+                .spawn(move || Committer::new(conn, path, state, queue).run())
+                .map_err(|source| StoreError::Io { path: "sqlite committer thread".into(), source })?
+        };
+        Ok(SqliteStore { state, queue, committer: Some(committer) })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
+
+    /// Queues one write and waits until it is committed (or refused).
+    fn submit(&self, key: &str, action: Action) -> Result<Value, StoreError> {
+        let (reply, rx) = sync_channel(1);
+        {
+            let mut pending = self.queue.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.closed {
+                return Err(StoreError::Task("the store is closed".into()));
+            }
+            pending.ops.push(Op { key: key.to_string(), action, reply });
+        }
+        self.queue.ready.notify_one();
+        rx.recv().map_err(|_| StoreError::Task("the committer stopped".into()))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.queue.pending.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.queue.ready.notify_all();
+        if let Some(handle) = self.committer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn sql(path: &str, source: rusqlite::Error) -> StoreError {
     StoreError::Sqlite { path: path.to_string(), source }
 }
 
-fn load_all(conn: &Connection, path: &str) -> Result<BTreeMap<String, Value>, StoreError> {
+fn load_all(conn: &Connection, path: &str) -> Result<BTreeMap<String, Arc<Value>>, StoreError> {
     let mut stmt = conn.prepare("SELECT key, value FROM objects").map_err(|e| sql(path, e))?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -82,127 +171,89 @@ fn load_all(conn: &Connection, path: &str) -> Result<BTreeMap<String, Value>, St
     for row in rows {
         let (key, text) = row.map_err(|e| sql(path, e))?;
         let value = serde_json::from_str(&text).map_err(|source| StoreError::Json { key: key.clone(), source })?;
-        cache.insert(key, value);
+        cache.insert(key, Arc::new(value));
     }
     Ok(cache)
 }
 
-impl Inner {
-    /// Writes (Some) or deletes (None) `key` at revision `rev`, in one transaction.
-    fn persist(&mut self, key: &str, value: Option<&Value>, rev: Revision) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
-        match value {
-            Some(v) => {
-                let text = v.to_string();
-                tx.execute(
-                    "INSERT INTO objects (key, value, rev) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, rev = excluded.rev",
-                    params![key, text, rev as i64],
-                )
-                .map_err(|e| sql(&path, e))?;
-            }
-            None => {
-                tx.execute("DELETE FROM objects WHERE key = ?1", params![key]).map_err(|e| sql(&path, e))?;
-            }
-        }
-        tx.execute(
-            "INSERT INTO meta (name, value) VALUES ('revision', ?1)
-             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            params![rev as i64],
-        )
-        .map_err(|e| sql(&path, e))?;
-        tx.commit().map_err(|e| sql(&path, e))
-    }
-
-    fn check(&self, key: &str, expected: Option<Revision>) -> Result<&Value, StoreError> {
-        let current = self.cache.get(key).ok_or_else(|| StoreError::NotFound { key: key.into() })?;
-        if let Some(expected) = expected {
-            let actual = object_revision(current);
-            if actual != expected {
-                return Err(StoreError::Conflict { key: key.into(), expected, actual });
-            }
-        }
-        Ok(current)
-    }
-
-    fn write(&mut self, key: &str, mut object: Value, kind: EventType) -> Result<Value, StoreError> {
-        let rev = self.rev + 1;
-        set_revision(&mut object, rev);
-        let stored = if kind == EventType::Deleted { None } else { Some(&object) };
-        self.persist(key, stored, rev)?;
-        self.rev = rev;
-        let prev = match kind {
-            EventType::Deleted => self.cache.remove(key),
-            _ => self.cache.insert(key.to_string(), object.clone()),
-        };
-        self.history.push(Event { rev, kind, key: key.to_string(), object: object.clone(), prev });
-        Ok(object)
-    }
-}
-
 impl Store for SqliteStore {
     fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        Ok(self.lock().cache.get(key).cloned())
+        Ok(self.lock().cache.get(key).map(|v| (**v).clone()))
     }
 
     fn list(&self, prefix: &str) -> Result<(Vec<Value>, Revision), StoreError> {
-        let inner = self.lock();
-        let items = inner
+        let (items, rev) = self.list_shared(prefix)?;
+        Ok((items.iter().map(|v| (**v).clone()).collect(), rev))
+    }
+
+    fn list_shared(&self, prefix: &str) -> Result<(Vec<Arc<Value>>, Revision), StoreError> {
+        let state = self.lock();
+        let items = state
             .cache
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v.clone())
             .collect();
-        Ok((items, inner.rev))
+        Ok((items, state.rev))
+    }
+
+    fn list_at(&self, prefix: &str, at: Option<Revision>) -> Result<(Vec<Arc<Value>>, Revision), StoreError> {
+        let state = self.lock();
+        let in_range = |k: &String| k.starts_with(prefix);
+        let Some(at) = at.filter(|at| *at < state.rev) else {
+            let items = state.cache.range(prefix.to_string()..).take_while(|(k, _)| in_range(k)).map(|(_, v)| v.clone()).collect();
+            return Ok((items, state.rev));
+        };
+        if at < state.history.start() {
+            return Err(StoreError::Expired { requested: at, oldest: state.history.start() });
+        }
+        let mut snapshot: BTreeMap<String, Arc<Value>> =
+            state.cache.range(prefix.to_string()..).take_while(|(k, _)| in_range(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        for ev in state.history.after(at).rev().filter(|e| in_range(&e.key)) {
+            match (&ev.kind, &ev.prev) {
+                (EventType::Added, _) | (_, None) => snapshot.remove(&ev.key),
+                (_, Some(prev)) => snapshot.insert(ev.key.clone(), Arc::new(prev.clone())),
+            };
+        }
+        Ok((snapshot.into_values().collect(), at))
     }
 
     fn create(&self, key: &str, object: Value) -> Result<Value, StoreError> {
-        let mut inner = self.lock();
-        if inner.cache.contains_key(key) {
-            return Err(StoreError::AlreadyExists { key: key.into() });
-        }
-        inner.write(key, object, EventType::Added)
+        self.submit(key, Action::Create(object))
     }
 
     fn update(&self, key: &str, object: Value, expected: Option<Revision>) -> Result<Value, StoreError> {
-        let mut inner = self.lock();
-        inner.check(key, expected)?;
-        inner.write(key, object, EventType::Modified)
+        self.submit(key, Action::Update(object, expected))
     }
 
     fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Value, StoreError> {
-        let mut inner = self.lock();
-        let current = inner.check(key, expected)?.clone();
-        inner.write(key, current, EventType::Deleted)
+        self.submit(key, Action::Delete(expected))
     }
 
     fn watch(&self, prefix: &str, from: Option<Revision>) -> Result<Subscription, StoreError> {
-        let inner = self.lock();
+        let state = self.lock();
         match from {
-            Some(from) => inner.history.subscribe(prefix, from, inner.rev),
+            Some(from) => state.history.subscribe(prefix, from, state.rev),
             None => {
-                let backlog = inner
+                let backlog = state
                     .cache
                     .range(prefix.to_string()..)
                     .take_while(|(k, _)| k.starts_with(prefix))
                     .map(|(k, v)| {
-                        Arc::new(Event {
-                            rev: object_revision(v),
-                            kind: EventType::Added,
-                            key: k.clone(),
-                            object: v.clone(),
-                            prev: None,
-                        })
+                        Arc::new(Event::new(object_revision(v), EventType::Added, k.clone(), (**v).clone(), None))
                     })
                     .collect();
-                Ok(Subscription { backlog, rx: inner.history.receiver(), revision: inner.rev })
+                Ok(Subscription { backlog, rx: state.history.receiver(), revision: state.rev })
             }
         }
     }
 
     fn revision(&self) -> Revision {
         self.lock().rev
+    }
+
+    fn reads_block(&self) -> bool {
+        false
     }
 }
 
@@ -261,7 +312,7 @@ mod tests {
         assert_eq!(all.backlog.len(), 2);
         let mut h = History::new(2, 0);
         for rev in 1..=5 {
-            h.push(Event { rev, kind: EventType::Added, key: "/k".into(), object: json!({}), prev: None });
+            h.push(Event::new(rev, EventType::Added, "/k".into(), json!({}), None));
         }
         assert!(matches!(h.subscribe("/", 1, 5), Err(StoreError::Expired { .. })));
         assert_eq!(h.subscribe("/", 3, 5).unwrap().backlog.len(), 2);

@@ -4,7 +4,9 @@
 use serde_json::{json, Value};
 
 mod cells;
+mod more;
 
+use more::{configmap_cells, daemonset_cells, endpointslice_cells, secret_cells, serviceaccount_cells};
 use cells::{endpoints_summary, event_cells, node_cells, pod_cells, service_cells, workload_cells};
 
 use crate::objects::{parse_time, str_at};
@@ -43,6 +45,19 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Name", "string", 0), ("Desired", "integer", 0), ("Current", "integer", 0),
             ("Ready", "integer", 0), ("Age", "string", 0), ("Containers", "string", 1),
             ("Images", "string", 1), ("Selector", "string", 1),
+        ],
+        "DaemonSet" => &[
+            ("Name", "string", 0), ("Desired", "integer", 0), ("Current", "integer", 0),
+            ("Ready", "integer", 0), ("Up-to-date", "integer", 0), ("Available", "integer", 0),
+            ("Node Selector", "string", 0), ("Age", "string", 0), ("Containers", "string", 1),
+            ("Images", "string", 1), ("Selector", "string", 1),
+        ],
+        "ConfigMap" => &[("Name", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)],
+        "Secret" => &[("Name", "string", 0), ("Type", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)],
+        "ServiceAccount" => &[("Name", "string", 0), ("Secrets", "integer", 0), ("Age", "string", 0)],
+        "EndpointSlice" => &[
+            ("Name", "string", 0), ("AddressType", "string", 0), ("Ports", "string", 0),
+            ("Endpoints", "string", 0), ("Age", "string", 0),
         ],
         "Event" => &[
             ("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0),
@@ -103,6 +118,11 @@ fn cells(kind: &str, o: &Value, now: chrono::DateTime<chrono::Utc>) -> Vec<Value
         "Lease" => vec![name, json!(str_at(o, "/spec/holderIdentity")), age],
         "Event" => event_cells(o, now),
         "Deployment" | "ReplicaSet" => workload_cells(kind, o, name, age),
+        "DaemonSet" => daemonset_cells(o, name, age),
+        "ConfigMap" => configmap_cells(o, name, age),
+        "Secret" => secret_cells(o, name, age),
+        "ServiceAccount" => serviceaccount_cells(o, name, age),
+        "EndpointSlice" => endpointslice_cells(o, name, age),
         _ => vec![name, age],
     }
 }

@@ -67,6 +67,11 @@ impl Server {
 
 /// A minimal HTTP/1.1 request with `Connection: close`.
 pub async fn http(port: u16, method: &str, path: &str, body: Option<(&str, &str)>) -> std::io::Result<(u16, String)> {
+    http_full(port, method, path, body).await.map(|(status, _, body)| (status, body))
+}
+
+/// Like [`http`], also returning the response head (status line and headers).
+pub async fn http_full(port: u16, method: &str, path: &str, body: Option<(&str, &str)>) -> std::io::Result<(u16, String, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let (ct, data) = body.unwrap_or(("application/json", ""));
     let req = format!(
@@ -82,7 +87,7 @@ pub async fn http(port: u16, method: &str, path: &str, body: Option<(&str, &str)
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
-    Ok((status, body))
+    Ok((status, head.to_string(), body))
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -1,0 +1,171 @@
+//! The committer thread of the SQLite store: takes the queued writes in batches,
+//! checks them (compare-and-swap), commits each batch in one fsync'd transaction,
+//! then publishes it to the read cache and the watch history and answers the writers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection};
+use serde_json::Value;
+
+use super::{lock, sql, Accepted, Action, Op, Queue, State, MAX_BATCH};
+use crate::store::{object_revision, set_revision, Event, EventType, Revision, StoreError};
+
+/// The thread that owns the connection and commits batches.
+pub(super) struct Committer {
+    conn: Connection,
+    path: String,
+    state: Arc<Mutex<State>>,
+    queue: Arc<Queue>,
+}
+
+impl Committer {
+    /// A committer over `conn` publishing to `state`.
+    pub(super) fn new(conn: Connection, path: String, state: Arc<Mutex<State>>, queue: Arc<Queue>) -> Self {
+        Committer { conn, path, state, queue }
+    }
+
+    /// Commits batches until the store is closed and the queue is empty.
+    pub(super) fn run(mut self) {
+        loop {
+            let ops = {
+                let mut pending = self.queue.pending.lock().unwrap_or_else(|p| p.into_inner());
+                while pending.ops.is_empty() && !pending.closed {
+                    pending = self.queue.ready.wait(pending).unwrap_or_else(|p| p.into_inner());
+                }
+                if pending.ops.is_empty() {
+                    return;
+                }
+                let n = pending.ops.len().min(MAX_BATCH);
+                pending.ops.drain(..n).collect::<Vec<_>>()
+            };
+            self.commit_batch(ops);
+        }
+    }
+
+    /// Checks, persists, publishes and answers one batch.
+    fn commit_batch(&mut self, ops: Vec<Op>) {
+        let accepted = self.accept(ops);
+        if accepted.is_empty() {
+            return;
+        }
+        let Some(last) = accepted.last().map(|a| a.rev) else { return };
+        if let Err(err) = self.persist(&accepted, last) {
+            tracing::error!(error = %err, "sqlite commit failed");
+            for a in accepted {
+                let _ = a.reply.send(Err(StoreError::Task(format!("commit failed: {err}"))));
+            }
+            return;
+        }
+        let mut replies = Vec::with_capacity(accepted.len());
+        {
+            let mut state = lock(&self.state);
+            state.rev = last;
+            for a in accepted {
+                match a.kind {
+                    EventType::Deleted => state.cache.remove(&a.key),
+                    _ => state.cache.insert(a.key.clone(), Arc::new(a.object.clone())),
+                };
+                let event = Event::new(a.rev, a.kind, a.key, a.object.clone(), a.prev);
+                state.history.push(event);
+                replies.push((a.reply, a.object));
+            }
+        }
+        for (reply, object) in replies {
+            let _ = reply.send(Ok(object));
+        }
+    }
+
+    /// Checks each operation against the committed state and the batch so far;
+    /// refused ones are answered at once.
+    fn accept(&self, ops: Vec<Op>) -> Vec<Accepted> {
+        let state = lock(&self.state);
+        let mut overlay: HashMap<String, Option<Value>> = HashMap::new();
+        let mut rev = state.rev;
+        let mut accepted = Vec::with_capacity(ops.len());
+        for op in ops {
+            let current: Option<Value> = match overlay.get(&op.key) {
+                Some(v) => v.clone(),
+                None => state.cache.get(&op.key).map(|v| (**v).clone()),
+            };
+            let outcome = check(&op.key, op.action, current);
+            match outcome {
+                Ok((kind, mut object, prev)) => {
+                    rev += 1;
+                    set_revision(&mut object, rev);
+                    let stored = (kind != EventType::Deleted).then(|| object.clone());
+                    overlay.insert(op.key.clone(), stored);
+                    accepted.push(Accepted { key: op.key, kind, object, text: None, prev, rev, reply: op.reply });
+                }
+                Err(e) => {
+                    let _ = op.reply.send(Err(e));
+                }
+            }
+        }
+        drop(state);
+        for a in &mut accepted {
+            if a.kind != EventType::Deleted {
+                a.text = Some(a.object.to_string());
+            }
+        }
+        accepted
+    }
+
+    /// Writes the batch in one transaction and commits it (fsync).
+    fn persist(&mut self, batch: &[Accepted], last: Revision) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO objects (key, value, rev) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, rev = excluded.rev",
+                )
+                .map_err(|e| sql(&path, e))?;
+            let mut delete = tx.prepare_cached("DELETE FROM objects WHERE key = ?1").map_err(|e| sql(&path, e))?;
+            for a in batch {
+                match &a.text {
+                    Some(text) => upsert.execute(params![a.key, text, a.rev as i64]),
+                    None => delete.execute(params![a.key]),
+                }
+                .map_err(|e| sql(&path, e))?;
+            }
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES ('revision', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![last as i64],
+            )
+            .map_err(|e| sql(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql(&path, e))
+    }
+}
+
+/// Applies compare-and-swap rules: returns (event kind, new object, previous object).
+fn check(key: &str, action: Action, current: Option<Value>) -> Result<(EventType, Value, Option<Value>), StoreError> {
+    let guard = |current: Option<Value>, expected: Option<Revision>| -> Result<Value, StoreError> {
+        let current = current.ok_or_else(|| StoreError::NotFound { key: key.into() })?;
+        if let Some(expected) = expected {
+            let actual = object_revision(&current);
+            if actual != expected {
+                return Err(StoreError::Conflict { key: key.into(), expected, actual });
+            }
+        }
+        Ok(current)
+    };
+    match action {
+        Action::Create(object) => match current {
+            Some(_) => Err(StoreError::AlreadyExists { key: key.into() }),
+            None => Ok((EventType::Added, object, None)),
+        },
+        Action::Update(object, expected) => {
+            let prev = guard(current, expected)?;
+            Ok((EventType::Modified, object, Some(prev)))
+        }
+        Action::Delete(expected) => {
+            let prev = guard(current, expected)?;
+            Ok((EventType::Deleted, prev.clone(), Some(prev)))
+        }
+    }
+}
+
