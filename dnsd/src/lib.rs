@@ -78,6 +78,10 @@ pub struct Config {
     pub cache_entries: usize,
     /// Number of UDP worker threads (sockets bound with SO_REUSEPORT).
     pub udp_workers: usize,
+    /// How long to keep answering after leaving kube-dns on shutdown (CoreDNS's
+    /// `lameduck`), so queries already DNATed here, or sent before the proxies
+    /// dropped this endpoint, are still answered.
+    pub lameduck: Duration,
 }
 
 /// The number of UDP workers when not configured: one per CPU.
@@ -147,7 +151,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let client = kube_client(&config.kubeconfig).await?;
     let handler = DnsHandler::new(records.clone(), forwarder(&config)?);
     let server = DnsServer::bind(config.listen, config.udp_workers, handler).await?;
-    let watch_task = tokio::spawn(watch::watch_records(client.clone(), zone, records));
+    let watch_task = tokio::spawn(watch::watch_records(client.clone(), zone, records.clone()));
     let registration = config.advertise_address.map(|address| Registration {
         address,
         port: config.listen.port(),
@@ -155,21 +159,41 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     });
     let register_task = registration
         .clone()
-        .map(|reg| tokio::spawn(keep_registered(client.clone(), reg)));
-    let result = server.serve(shutdown).await;
-    watch_task.abort();
+        .map(|reg| tokio::spawn(keep_registered(client.clone(), reg, records.clone())));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let ended_early = tokio::select! {
+        result = &mut serving => Some(result),
+        () = shutdown => None,
+    };
     if let Some(task) = register_task {
         task.abort();
     }
     if let Some(reg) = registration {
         deregister_on_shutdown(&client, &reg).await;
     }
-    result.map_err(RunError::from)
+    let result = match ended_early {
+        Some(result) => result,
+        None => {
+            tokio::time::sleep(config.lameduck).await;
+            let _ = stop.send(());
+            serving.await
+        }
+    };
+    watch_task.abort();
+    let served = result.map_err(|e| server::ServerError::Stopped(e.to_string()))?;
+    served.map_err(RunError::from)
 }
 
-/// Registers in kube-dns, retrying while the API server is unreachable, and
-/// re-checks periodically so a lost registration comes back.
-async fn keep_registered(client: Client, reg: Registration) {
+/// Registers in kube-dns once the first sync is done (before it, every in-zone answer
+/// would be SERVFAIL: this is dnsd's readiness), retrying while the API server is
+/// unreachable, and re-checks periodically so a lost registration comes back.
+async fn keep_registered(client: Client, reg: Registration, records: Arc<ArcSwap<Records>>) {
+    while !records.load().synced() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     loop {
         let pause = match register::register(&client, &reg).await {
             Ok(()) => REGISTRATION_INTERVAL,

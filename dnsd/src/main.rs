@@ -33,6 +33,9 @@ struct Cli {
     /// TTL of answers (and the SOA's negative TTL), in seconds.
     #[arg(long, default_value_t = minion_dnsd::records::DEFAULT_TTL)]
     ttl: u32,
+    /// Seconds to keep answering after leaving kube-dns on SIGTERM (like CoreDNS's lameduck).
+    #[arg(long, default_value_t = 3)]
+    lameduck: u64,
     /// Resolver (IP:PORT) for names outside the cluster domain (repeatable); overrides --resolv-conf.
     #[arg(long)]
     upstream: Vec<SocketAddr>,
@@ -86,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         udp_workers: cli
             .udp_workers
             .unwrap_or_else(minion_dnsd::default_udp_workers),
+        lameduck: std::time::Duration::from_secs(cli.lameduck),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(minion_dnsd::run(config, shutdown_signal()))?;

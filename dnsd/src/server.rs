@@ -61,6 +61,9 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The serving task panicked or was cancelled.
+    #[error("DNS server task ended abnormally: {0}")]
+    Stopped(String),
 }
 
 /// What a handled request needs next.

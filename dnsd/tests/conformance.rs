@@ -111,6 +111,7 @@ async fn start_dnsd(kubeconfig: std::path::PathBuf) -> Dnsd {
         resolv_conf: None,
         cache_entries: 100,
         udp_workers: 2,
+        lameduck: std::time::Duration::ZERO,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(minion_dnsd::run(config, async move {

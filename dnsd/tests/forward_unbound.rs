@@ -132,6 +132,7 @@ fn upstreams_come_from_the_resolv_conf_flag() {
         resolv_conf: Some(path),
         cache_entries: 10,
         udp_workers: 1,
+        lameduck: std::time::Duration::ZERO,
     };
     let forwarder = minion_dnsd::forwarder(&config)
         .unwrap()

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 
 /// Where the built minion binaries are: `MINION_BIN_DIR`, or the workspace's target dir.
 pub fn bin_dir() -> PathBuf {
@@ -143,5 +144,72 @@ impl Drop for Lab {
             eprintln!("cleanup of lab {}: {e:#}", self.name);
         }
         let _ = std::fs::remove_dir_all(&self.state_root);
+    }
+}
+
+/// A pod the tests found Running, with what they need to reach into it.
+#[derive(Debug, Clone)]
+pub struct RunningPod {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub node: String,
+    pub ip: String,
+}
+
+impl RunningPod {
+    fn from_json(p: &Value) -> Option<RunningPod> {
+        let s = |v: &Value| v.as_str().map(String::from);
+        (p["status"]["phase"] == "Running").then_some(())?;
+        Some(RunningPod {
+            name: s(&p["metadata"]["name"])?,
+            namespace: s(&p["metadata"]["namespace"])?,
+            uid: s(&p["metadata"]["uid"])?,
+            node: s(&p["spec"]["nodeName"])?,
+            ip: s(&p["status"]["podIP"])?,
+        })
+    }
+}
+
+impl Lab {
+    /// kubectl's output (`-o json` among `args`) parsed.
+    pub fn json(&self, args: &[&str]) -> Result<Value> {
+        let text = self.kubectl(args)?;
+        serde_json::from_str(&text).with_context(|| format!("kubectl {args:?} printed {text}"))
+    }
+
+    /// The pods `kubectl get pods ARGS -o json` lists that are Running with an IP.
+    pub fn running_pods(&self, args: &[&str]) -> Result<Vec<RunningPod>> {
+        let mut all = vec!["get", "pods", "-o", "json"];
+        all.extend_from_slice(args);
+        let list = self.json(&all)?;
+        let items = list["items"].as_array().context("no items in pod list")?;
+        let mut pods: Vec<RunningPod> = items.iter().filter_map(RunningPod::from_json).collect();
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(pods)
+    }
+
+    /// Waits until `kubectl get pods ARGS` shows `count` Running pods with IPs.
+    pub fn wait_running(&self, args: &[&str], count: usize, timeout: Duration) -> Result<Vec<RunningPod>> {
+        wait_until(&format!("{count} pods Running ({args:?})"), timeout, || {
+            self.running_pods(args).ok().filter(|p| p.len() == count)
+        })
+    }
+
+    /// The host pid of a pod's container, from the runtime's state on the pod's node.
+    pub fn container_pid(&self, pod: &RunningPod, container: &str) -> Result<String> {
+        let root = self.state_dir().join(format!("nodes/{}/runtime", pod.node));
+        let state = run(Command::new(bin_dir().join("minion-runtime"))
+            .arg("--root")
+            .arg(&root)
+            .args(["state", &format!("{}-{container}", pod.uid)]))?;
+        let v: Value = serde_json::from_str(&state)?;
+        Ok(v["pid"].as_i64().context("container has no pid")?.to_string())
+    }
+
+    /// Runs a command in all of a container's namespaces, like `kubectl exec`.
+    pub fn in_pod(&self, pod: &RunningPod, container: &str, cmd: &[&str]) -> Result<String> {
+        let pid = self.container_pid(pod, container)?;
+        run(Command::new("nsenter").args(["-t", &pid, "-n", "-m", "-u", "-i", "-p", "--"]).args(cmd))
     }
 }

@@ -5,12 +5,10 @@
 //! route. A second test runs the walking-skeleton basics with the reference CNI
 //! plugins (bridge + host-local) in place of minion-netd.
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use minion_tests::{bin_dir, require_root, run, wait_until, Lab};
-use serde_json::Value;
+use minion_tests::{require_root, wait_until, Lab, RunningPod};
 
 fn step(what: &str) {
     eprintln!("multinode: {what}");
@@ -56,75 +54,32 @@ spec:
 }
 
 /// One running pod.
-#[derive(Debug, Clone)]
-struct Pod {
-    name: String,
-    uid: String,
-    node: String,
-    ip: String,
-}
-
-fn json(lab: &Lab, args: &[&str]) -> Result<Value> {
-    let text = lab.kubectl(args)?;
-    serde_json::from_str(&text).with_context(|| format!("kubectl {args:?} printed {text}"))
-}
-
 /// Applies the manifest and waits for every pod to run with an IP.
-fn start_pods(lab: &Lab, nodes: &[&str]) -> Result<Vec<Pod>> {
+fn start_pods(lab: &Lab, nodes: &[&str]) -> Result<Vec<RunningPod>> {
     let path = lab.state_dir().join("multinode.yaml");
     std::fs::write(&path, manifest(nodes))?;
     lab.kubectl(&["apply", "-f", &path.display().to_string()])?;
-    wait_until("pods Running", Duration::from_secs(60), || {
-        let list = json(lab, &["get", "pods", "-o", "json"]).ok()?;
-        let pods: Vec<Pod> = list["items"]
-            .as_array()?
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
-            .map(|p| Pod {
-                name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
-                uid: p["metadata"]["uid"].as_str().unwrap_or_default().into(),
-                node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
-                ip: p["status"]["podIP"].as_str().unwrap_or_default().into(),
-            })
-            .collect();
-        (pods.len() == nodes.len()).then_some(pods)
-    })
-    .map(|mut pods| {
-        pods.sort_by(|a, b| a.name.cmp(&b.name));
-        pods
-    })
-}
-
-/// Runs a command inside a pod's container (all its namespaces), like `kubectl exec`.
-fn in_pod(lab: &Lab, pod: &Pod, cmd: &[&str]) -> Result<String> {
-    let root = lab.state_dir().join(format!("nodes/{}/runtime", pod.node));
-    let state = run(Command::new(bin_dir().join("minion-runtime"))
-        .arg("--root")
-        .arg(&root)
-        .args(["state", &format!("{}-httpd", pod.uid)]))?;
-    let v: Value = serde_json::from_str(&state)?;
-    let pid = v["pid"].as_i64().context("container has no pid")?.to_string();
-    run(Command::new("nsenter").args(["-t", &pid, "-n", "-m", "-u", "-i", "-p", "--"]).args(cmd))
+    lab.wait_running(&[], nodes.len(), Duration::from_secs(60))
 }
 
 /// `wget` from inside `from` until it answers "hello from <expect>" (busybox 1.35's
 /// `wget -T` crashes, so the time limit is the `timeout` applet).
-fn fetch(lab: &Lab, from: &Pod, url: &str, expect: &str) -> Result<()> {
+fn fetch(lab: &Lab, from: &RunningPod, url: &str, expect: &str) -> Result<()> {
     let want = format!("hello from {expect}");
     wait_until(&format!("{url} from {}", from.name), Duration::from_secs(20), || {
-        let body = in_pod(lab, from, &["timeout", "5", "wget", "-qO-", url]).ok()?;
+        let body = lab.in_pod(from, "httpd", &["timeout", "5", "wget", "-qO-", url]).ok()?;
         (body.trim() == want).then_some(())
     })
 }
 
 fn cluster_ip(lab: &Lab, svc: &str) -> Result<String> {
-    let v = json(lab, &["get", "svc", svc, "-o", "json"])?;
+    let v = lab.json(&["get", "svc", svc, "-o", "json"])?;
     Ok(v["spec"]["clusterIP"].as_str().context("no clusterIP")?.to_string())
 }
 
 fn wait_endpoints(lab: &Lab, svc: &str) -> Result<()> {
     wait_until(&format!("endpoints of {svc}"), Duration::from_secs(30), || {
-        let ep = json(lab, &["get", "endpoints", svc, "-o", "json"]).ok()?;
+        let ep = lab.json(&["get", "endpoints", svc, "-o", "json"]).ok()?;
         ep["subsets"][0]["addresses"].as_array().filter(|a| !a.is_empty()).map(|_| ())
     })
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use minion_tests::{bin_dir, require_root, run, wait_until, workspace, Lab};
+use minion_tests::{bin_dir, require_root, run, wait_until, workspace, Lab, RunningPod};
 use serde_json::Value;
 
 const NODE: &str = "node-1";
@@ -39,20 +39,6 @@ fn walking_skeleton() -> Result<()> {
     nothing_left(&lab)
 }
 
-/// What the test needs to know about one running pod.
-#[derive(Debug, Clone)]
-struct PodInfo {
-    name: String,
-    uid: String,
-    ip: String,
-    host_veth_count: usize,
-}
-
-fn json(lab: &Lab, args: &[&str]) -> Result<Value> {
-    let text = lab.kubectl(args)?;
-    serde_json::from_str(&text).with_context(|| format!("kubectl {args:?} printed {text}"))
-}
-
 /// Step 1: the node is Ready and `describe node` has the sections a learner reads.
 fn node_is_ready(lab: &Lab) -> Result<()> {
     let nodes = lab.kubectl(&["get", "nodes"])?;
@@ -65,24 +51,11 @@ fn node_is_ready(lab: &Lab) -> Result<()> {
 }
 
 /// Step 2: apply the example; both pods Running with distinct IPs from the podCIDR.
-fn web_pods_run(lab: &Lab) -> Result<Vec<PodInfo>> {
+fn web_pods_run(lab: &Lab) -> Result<Vec<RunningPod>> {
     let manifest = workspace().join("examples/web.yaml");
     let out = lab.kubectl(&["apply", "-f", &manifest.display().to_string()])?;
     ensure!(out.contains("pod/web-1 created") && out.contains("service/web created"), "apply printed:\n{out}");
-    let pods = wait_until("both web pods Running", Duration::from_secs(90), || {
-        let list = json(lab, &["get", "pods", "-l", "app=web", "-o", "json"]).ok()?;
-        let items = list["items"].as_array()?.clone();
-        let running = items.iter().filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string());
-        let infos: Vec<PodInfo> = running
-            .map(|p| PodInfo {
-                name: p["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-                uid: p["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
-                ip: p["status"]["podIP"].as_str().unwrap_or_default().to_string(),
-                host_veth_count: 0,
-            })
-            .collect();
-        (infos.len() == 2).then_some(infos)
-    })?;
+    let pods = lab.wait_running(&["-l", "app=web"], 2, Duration::from_secs(90))?;
     let ips: BTreeSet<&str> = pods.iter().map(|p| p.ip.as_str()).collect();
     ensure!(ips.len() == 2, "pods share an IP: {pods:?}");
     ensure!(pods.iter().all(|p| p.ip.starts_with("10.244.1.")), "pod IPs outside node-1's podCIDR: {pods:?}");
@@ -94,7 +67,7 @@ fn web_pods_run(lab: &Lab) -> Result<Vec<PodInfo>> {
     let veths = lab.exec(NODE, &["ip", "-o", "link", "show", "master", "cni0"])?;
     let count = veths.lines().filter(|l| l.contains("veth")).count();
     ensure!(count == 2, "expected 2 veths on cni0, found:\n{veths}");
-    Ok(pods.into_iter().map(|p| PodInfo { host_veth_count: count, ..p }).collect())
+    Ok(pods)
 }
 
 /// The KUBE-SERVICES rule's packet counter for the web Service.
@@ -109,11 +82,11 @@ fn web_rule_packets(lab: &Lab) -> Result<u64> {
 
 /// Step 3: 20 curls from the node's namespace reach both pods, and the NAT counters rise.
 fn cluster_ip_balances(lab: &Lab) -> Result<String> {
-    let svc = json(lab, &["get", "svc", "web", "-o", "json"])?;
+    let svc = lab.json(&["get", "svc", "web", "-o", "json"])?;
     let ip = svc["spec"]["clusterIP"].as_str().context("web has no clusterIP")?.to_string();
     ensure!(ip.starts_with("10.9") || ip.starts_with("10.10") || ip.starts_with("10.11"), "clusterIP {ip} outside 10.96.0.0/12");
     wait_until("web endpoints to list both pods", Duration::from_secs(30), || {
-        let ep = json(lab, &["get", "endpoints", "web", "-o", "json"]).ok()?;
+        let ep = lab.json(&["get", "endpoints", "web", "-o", "json"]).ok()?;
         let n = ep["subsets"][0]["addresses"].as_array().map(Vec::len).unwrap_or(0);
         (n == 2).then_some(())
     })?;
@@ -136,45 +109,27 @@ fn cluster_ip_balances(lab: &Lab) -> Result<String> {
     Ok(ip)
 }
 
-/// The pid of a pod's container, from the runtime's own state.
-fn container_pid(lab: &Lab, pod: &PodInfo) -> Result<String> {
-    let root = lab.state_dir().join(format!("nodes/{NODE}/runtime"));
-    let state = run(Command::new(bin_dir().join("minion-runtime"))
-        .arg("--root")
-        .arg(&root)
-        .args(["state", &format!("{}-httpd", pod.uid)]))?;
-    let v: Value = serde_json::from_str(&state)?;
-    Ok(v["pid"].as_i64().context("container has no pid")?.to_string())
-}
-
-/// Runs a command inside a pod's container (all of its namespaces), like `kubectl exec`.
-/// (busybox 1.35's `wget -T` crashes, so time limits use the `timeout` applet.)
-fn in_pod(lab: &Lab, pod: &PodInfo, cmd: &[&str]) -> Result<String> {
-    let pid = container_pid(lab, pod)?;
-    run(Command::new("nsenter").args(["-t", &pid, "-n", "-m", "-u", "-i", "-p", "--"]).args(cmd))
-}
-
 /// Step 4: inside a pod, the Service name resolves through kube-dns and answers.
-fn dns_from_inside_a_pod(lab: &Lab, pod: &PodInfo) -> Result<()> {
-    let resolv = in_pod(lab, pod, &["cat", "/etc/resolv.conf"])?;
+fn dns_from_inside_a_pod(lab: &Lab, pod: &RunningPod) -> Result<()> {
+    let resolv = lab.in_pod(pod, "httpd", &["cat", "/etc/resolv.conf"])?;
     for line in ["nameserver 10.96.0.10", "search default.svc.cluster.local svc.cluster.local cluster.local", "options ndots:5"] {
         ensure!(resolv.lines().any(|l| l.trim() == line), "resolv.conf lacks {line:?}:\n{resolv}");
     }
     let body = wait_until("web.default.svc.cluster.local from inside a pod", Duration::from_secs(30), || {
-        in_pod(lab, pod, &["timeout", "5", "wget", "-qO-", "http://web.default.svc.cluster.local/"]).ok()
+        lab.in_pod(pod, "httpd", &["timeout", "5", "wget", "-qO-", "http://web.default.svc.cluster.local/"]).ok()
     })?;
     ensure!(body.starts_with("hello from web-"), "wget printed {body:?}");
-    let nx = in_pod(lab, pod, &["nslookup", "nosuch.default.svc.cluster.local", "10.96.0.10"]);
+    let nx = lab.in_pod(pod, "httpd", &["nslookup", "nosuch.default.svc.cluster.local", "10.96.0.10"]);
     ensure!(nx.is_err(), "an unknown name resolved: {nx:?}");
     Ok(())
 }
 
 /// Step 5: a pod reaches itself through its own Service (hairpin).
-fn hairpin(lab: &Lab, pod: &PodInfo, cluster_ip: &str) -> Result<()> {
+fn hairpin(lab: &Lab, pod: &RunningPod, cluster_ip: &str) -> Result<()> {
     let url = format!("http://{cluster_ip}/");
     let me = format!("hello from {}", pod.name);
     for _ in 0..40 {
-        let body = in_pod(lab, pod, &["timeout", "5", "wget", "-qO-", &url])?;
+        let body = lab.in_pod(pod, "httpd", &["timeout", "5", "wget", "-qO-", &url])?;
         if body.trim() == me {
             return Ok(());
         }
@@ -183,7 +138,7 @@ fn hairpin(lab: &Lab, pod: &PodInfo, cluster_ip: &str) -> Result<()> {
 }
 
 /// Step 6: delete stops containers and removes veths, IPs, cgroups, netns and NAT chains.
-fn delete_cleans_up(lab: &Lab, pods: &[PodInfo]) -> Result<()> {
+fn delete_cleans_up(lab: &Lab, pods: &[RunningPod]) -> Result<()> {
     let chains_before = lab.exec(NODE, &["iptables-save", "-t", "nat"])?;
     ensure!(chains_before.contains("KUBE-SVC-"), "no service chains before delete");
     let manifest = workspace().join("examples/web.yaml");
@@ -197,8 +152,7 @@ fn delete_cleans_up(lab: &Lab, pods: &[PodInfo]) -> Result<()> {
         let web_chains = nat.lines().any(|l| l.contains("default/web"));
         let allocated = count_ip_files(&node_dir.join("ipam"));
         (!links.contains("veth") && !web_chains && allocated == 0).then_some(())
-    })
-    .with_context(|| format!("(there were {} veths)", pods[0].host_veth_count))?;
+    })?;
     for p in pods {
         let netns = Path::new("/run/netns").join(format!("minion-{}", p.uid));
         ensure!(!netns.exists(), "{} still exists", netns.display());
