@@ -38,6 +38,8 @@ pub struct Config {
     pub sync_interval: Duration,
     /// Upper bound on any pod's termination grace period.
     pub max_grace_period: Duration,
+    /// Registries (`host:port`) pulled from over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Config {
@@ -60,6 +62,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(10),
             sync_interval: Duration::from_secs(2),
             max_grace_period: Duration::from_secs(30),
+            insecure_registries: Vec::new(),
         }
     }
 

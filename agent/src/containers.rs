@@ -66,6 +66,11 @@ impl ContainerRecord {
     }
 }
 
+/// The status' imageID: the repo digest of a pulled image, else the image id.
+fn image_id(info: &crate::cri::ImageInfo) -> String {
+    info.repo_digest.clone().or_else(|| info.id.clone()).unwrap_or_else(|| info.name.clone())
+}
+
 /// A digest of a container's spec, to notice changes (an updated image).
 pub fn spec_hash(c: &Container) -> [u8; 32] {
     use sha2::Digest;
@@ -153,15 +158,17 @@ impl PodWorker {
 
     async fn fill_image_id(&self, c: &Container, rec: &mut ContainerRecord) {
         if let Ok(info) = self.deps.runtime.image_status(c.image.as_deref().unwrap_or_default()).await {
-            rec.image_id = info.id.unwrap_or(info.name);
+            rec.image_id = image_id(&info);
         }
     }
 
     async fn start_when_due(&mut self, c: &Container, rec: &mut ContainerRecord) {
         if rec.next_attempt.is_some_and(|t| Instant::now() < t) {
             if let Some((reason, msg)) = rec.waiting.clone() {
-                if reason == "ErrImagePull" {
-                    rec.waiting = Some(("ImagePullBackOff".into(), msg));
+                if reason == crate::images::ERR_IMAGE_PULL {
+                    let image = c.image.clone().unwrap_or_default();
+                    self.deps.api.event(&self.pod, false, "BackOff", &format!("Back-off pulling image \"{image}\"")).await;
+                    rec.waiting = Some((crate::images::IMAGE_PULL_BACKOFF.into(), msg));
                 }
             }
             return;
@@ -235,21 +242,11 @@ impl PodWorker {
         }
     }
 
-    /// image inspect → bundle → create → start. Err is (waiting reason, message).
+    /// image (pull policy) → bundle → create → start. Err is (waiting reason, message).
     async fn start_new(&mut self, c: &Container, rec: &mut ContainerRecord) -> Result<(), (String, String)> {
         let id = container_id(&self.uid, &c.name);
-        let image = c.image.clone().unwrap_or_default();
-        let info = self
-            .deps
-            .runtime
-            .image_status(&image)
-            .await
-            .map_err(|e| ("ErrImagePull".to_string(), e.message()))?;
-        if rec.image_id.is_empty() {
-            let msg = format!("Container image \"{image}\" already present on machine");
-            self.deps.api.event(&self.pod, false, "Pulled", &msg).await;
-        }
-        rec.image_id = info.id.clone().unwrap_or_else(|| info.name.clone());
+        let info = self.ensure_image(c, rec.image_id.is_empty()).await?;
+        rec.image_id = image_id(&info);
         let bundle_dir = self.write_bundle(c, &info, rec.restart_count).map_err(|m| ("CreateContainerConfigError".to_string(), m))?;
         let rt = self.deps.runtime.clone();
         if let Err(e) = rt.create_container(&id, &bundle_dir).await {

@@ -134,7 +134,7 @@ pub struct ImageInfo {
     /// Normalised image name.
     #[serde(default)]
     pub name: String,
-    /// Directory holding the unpacked rootfs.
+    /// Overlay lowerdir list of the image's layer snapshots (top first, `:`-separated).
     #[serde(default)]
     pub rootfs: String,
     /// Image config.
@@ -143,6 +143,15 @@ pub struct ImageInfo {
     /// Digest / id if the runtime reports one.
     #[serde(default)]
     pub id: Option<String>,
+    /// `repo@sha256:…` of a pulled image (the status' imageID).
+    #[serde(default, rename = "repoDigest")]
+    pub repo_digest: Option<String>,
+    /// Sum of the layer sizes in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// `pull` or `import`.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// What the kubelet needs from a container runtime.
@@ -162,6 +171,18 @@ pub trait RuntimeService: Send + Sync {
     async fn list_containers(&self) -> Result<Vec<String>, CriError>;
     /// `image inspect NAME`.
     async fn image_status(&self, image: &str) -> Result<ImageInfo, CriError>;
+    /// `image pull NAME [--auth-file F]`: fetch from the registry, return the stored image.
+    /// Runtimes without a registry client report the local image.
+    async fn pull_image(&self, image: &str, auth_file: Option<&Path>) -> Result<ImageInfo, CriError> {
+        let _ = auth_file;
+        self.image_status(image).await
+    }
+    /// `image gc --keep …`: remove least recently used images while the image
+    /// filesystem is above the GC threshold. Runtimes without GC do nothing.
+    async fn image_gc(&self, keep: &[String]) -> Result<(), CriError> {
+        let _ = keep;
+        Ok(())
+    }
     /// `netns add PATH`: make a bind-mounted network namespace (the pod sandbox).
     async fn create_netns(&self, path: &Path) -> Result<(), CriError>;
     /// `netns del PATH`.
@@ -175,17 +196,24 @@ pub struct RuntimeCli {
     root: PathBuf,
     image_root: PathBuf,
     cgroup_root: Option<PathBuf>,
+    insecure_registries: Vec<String>,
 }
 
 impl RuntimeCli {
     /// A client running `bin --root ROOT --image-root IMAGE_ROOT <verb>`.
     pub fn new(bin: PathBuf, root: PathBuf, image_root: PathBuf) -> RuntimeCli {
-        RuntimeCli { bin, root, image_root, cgroup_root: None }
+        RuntimeCli { bin, root, image_root, cgroup_root: None, insecure_registries: Vec::new() }
     }
 
     /// Also pass `--cgroup-root DIR` (a minion-runtime extension; only when not the default).
     pub fn with_cgroup_root(mut self, dir: PathBuf) -> RuntimeCli {
         self.cgroup_root = Some(dir).filter(|d| d != Path::new("/sys/fs/cgroup"));
+        self
+    }
+
+    /// Registries (`host:port`) the runtime may reach over plain HTTP when pulling.
+    pub fn with_insecure_registries(mut self, registries: Vec<String>) -> RuntimeCli {
+        self.insecure_registries = registries;
         self
     }
 
@@ -285,6 +313,30 @@ impl RuntimeService for RuntimeCli {
     async fn image_status(&self, image: &str) -> Result<ImageInfo, CriError> {
         let out = self.run("image inspect", image, &["image", "inspect", image]).await?;
         Self::parse("image inspect", image, &out)
+    }
+
+    async fn pull_image(&self, image: &str, auth_file: Option<&Path>) -> Result<ImageInfo, CriError> {
+        let mut args = vec!["image".to_string(), "pull".into(), image.into(), "--quiet".into()];
+        for r in &self.insecure_registries {
+            args.extend(["--insecure-registry".to_string(), r.clone()]);
+        }
+        if let Some(f) = auth_file {
+            args.extend(["--auth-file".to_string(), f.to_string_lossy().into_owned()]);
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run("image pull", image, &argv).await?;
+        Self::parse("image pull", image, &out)
+    }
+
+    async fn image_gc(&self, keep: &[String]) -> Result<(), CriError> {
+        let mut args = vec!["image".to_string(), "gc".into()];
+        for k in keep {
+            args.extend(["--keep".to_string(), k.clone()]);
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run("image gc", "", &argv).await?;
+        tracing::debug!(report = %String::from_utf8_lossy(&out), "image gc");
+        Ok(())
     }
 
     async fn create_netns(&self, path: &Path) -> Result<(), CriError> {

@@ -7,6 +7,7 @@ pub mod cni;
 pub mod config;
 pub mod containers;
 pub mod cri;
+pub mod images;
 pub mod lease;
 pub mod manager;
 pub mod node;
@@ -80,11 +81,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             config.runtime_root.clone(),
             config.image_root.clone(),
         )
-        .with_cgroup_root(config.cgroup_root.clone())),
+        .with_cgroup_root(config.cgroup_root.clone())
+        .with_insecure_registries(config.insecure_registries.clone())),
         cni: Arc::new(cni::ProcessExec),
         api: Arc::new(podapi::KubePodApi::new(client.clone(), config.node_name.clone())),
+        registries: Default::default(),
     };
+    let image_gc = tokio::spawn(images::gc_loop(client.clone(), config.clone(), deps.runtime.clone()));
     manager::PodManager::new(deps).run(client, shutdown).await;
+    image_gc.abort();
     heartbeat.abort();
     tracing::info!("agent stopped");
     Ok(())

@@ -50,6 +50,9 @@ struct Args {
     /// Upper bound (seconds) on pod termination grace periods.
     #[arg(long, default_value_t = 30)]
     max_grace_period: u64,
+    /// Registry HOST:PORT pulled from over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registry: Vec<String>,
 }
 
 impl Args {
@@ -67,6 +70,7 @@ impl Args {
         c.cgroup_parent = self.cgroup_parent;
         c.cgroup_root = self.cgroup_root;
         c.max_grace_period = std::time::Duration::from_secs(self.max_grace_period);
+        c.insecure_registries = self.insecure_registry;
         c
     }
 }

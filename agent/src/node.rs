@@ -143,6 +143,8 @@ pub struct Readiness {
     pub ready: bool,
     /// Message when not ready.
     pub message: String,
+    /// Why the node is under disk pressure, if it is (image or node filesystem low).
+    pub disk_pressure: Option<String>,
 }
 
 fn cond(clock: &mut ConditionClock, now: Timestamp, kind: &str, ok: bool, reason: &str, message: &str) -> NodeCondition {
@@ -166,7 +168,10 @@ pub fn conditions(clock: &mut ConditionClock, now: Timestamp, readiness: &Readin
     };
     vec![
         cond(clock, now, "MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        cond(clock, now, "DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        match &readiness.disk_pressure {
+            Some(why) => cond(clock, now, "DiskPressure", true, "KubeletHasDiskPressure", why),
+            None => cond(clock, now, "DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        },
         cond(clock, now, "PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
         cond(clock, now, "Ready", readiness.ready, reason, &message),
     ]
@@ -207,11 +212,13 @@ pub fn build_status(config: &Config, facts: &NodeFacts, conditions: Vec<NodeCond
 
 /// The node is Ready once a CNI network config exists (like the kubelet's NetworkReady).
 pub fn readiness(config: &Config) -> Readiness {
+    let disk_pressure = crate::images::disk_pressure(config);
     match crate::cni::NetworkConfigList::load(&config.cni_conf_dir) {
-        Ok(_) => Readiness { ready: true, message: String::new() },
+        Ok(_) => Readiness { ready: true, message: String::new(), disk_pressure },
         Err(e) => Readiness {
             ready: false,
             message: format!("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:{e}"),
+            disk_pressure,
         },
     }
 }
@@ -290,7 +297,7 @@ mod tests {
     fn status_has_addresses_capacity_and_info() {
         let mut clock = ConditionClock::default();
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let ready = Readiness { ready: true, message: String::new() };
+        let ready = Readiness { ready: true, message: String::new(), disk_pressure: None };
         let s = build_status(&config(), &facts(), conditions(&mut clock, now, &ready));
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["addresses"][0], serde_json::json!({"type": "InternalIP", "address": "172.18.0.11"}));
@@ -315,8 +322,8 @@ mod tests {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
         let t2: Timestamp = "2026-01-01T00:00:20Z".parse().unwrap();
-        let ready = Readiness { ready: true, message: String::new() };
-        let not_ready = Readiness { ready: false, message: "cni".into() };
+        let ready = Readiness { ready: true, message: String::new(), disk_pressure: None };
+        let not_ready = Readiness { ready: false, message: "cni".into(), disk_pressure: None };
         let find = |cs: Vec<NodeCondition>| cs.into_iter().find(|c| c.type_ == "Ready").unwrap();
         let a = find(conditions(&mut clock, t0, &not_ready));
         let b = find(conditions(&mut clock, t1, &not_ready));

@@ -2,7 +2,7 @@
 //! [`PodApi`] so the worker's orchestration can run against a recording fake.
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -32,6 +32,10 @@ pub trait PodApi: Send + Sync {
     async fn finalize_delete(&self, namespace: &str, name: &str, uid: &str) -> Result<(), PodApiError>;
     /// Record an Event about the pod (best effort, never fails the caller).
     async fn event(&self, pod: &Pod, warning: bool, reason: &str, message: &str);
+    /// GET a Secret (the pod's imagePullSecrets); `Err` carries the API's answer.
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Secret, String> {
+        Err(format!("secret {namespace}/{name}: not available"))
+    }
 }
 
 /// [`PodApi`] over a kube client.
@@ -116,5 +120,10 @@ impl PodApi for KubePodApi {
         if let Err(e) = api.create(&PostParams::default(), &event).await {
             tracing::debug!(error = %e, reason, "failed to record event");
         }
+    }
+
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Secret, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        api.get(name).await.map_err(|e| format!("secret {namespace}/{name}: {e}"))
     }
 }

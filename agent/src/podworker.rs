@@ -32,6 +32,8 @@ pub struct Deps {
     pub cni: Arc<dyn CniExec>,
     /// API writes.
     pub api: Arc<dyn PodApi>,
+    /// Registries recently found unreachable (shared by all workers).
+    pub registries: Arc<crate::images::RegistryHealth>,
 }
 
 impl std::fmt::Debug for Deps {

@@ -14,6 +14,8 @@ use std::sync::Mutex;
 struct FakeRuntime {
     containers: Mutex<HashMap<String, ContainerState>>,
     calls: Mutex<Vec<String>>,
+    /// When set, `image pull` fails with this message.
+    pull_error: Mutex<Option<String>>,
 }
 
 impl FakeRuntime {
@@ -95,8 +97,16 @@ impl RuntimeService for FakeRuntime {
             name: "docker.io/library/busybox:latest".into(),
             rootfs: "/images/busybox/rootfs".into(),
             config: ImageConfig { cmd: Some(vec!["sh".into()]), ..Default::default() },
-            id: None,
+            ..Default::default()
         })
+    }
+    async fn pull_image(&self, image: &str, _auth: Option<&Path>) -> Result<ImageInfo, CriError> {
+        self.call(format!("pull {image}"));
+        let err = self.pull_error.lock().unwrap().clone();
+        match err {
+            Some(message) => Err(CriError::Failed { verb: "image pull".into(), target: image.into(), message }),
+            None => self.image_status(image).await,
+        }
     }
     async fn create_netns(&self, path: &Path) -> Result<(), CriError> {
         self.call(format!("netns add {}", path.display()));
@@ -180,7 +190,7 @@ fn harness() -> Harness {
     let runtime = Arc::new(FakeRuntime::default());
     let cni = Arc::new(FakeCni::default());
     let api = Arc::new(FakeApi::default());
-    let deps = Deps { config: Arc::new(config), runtime: runtime.clone(), cni: cni.clone(), api: api.clone() };
+    let deps = Deps { config: Arc::new(config), runtime: runtime.clone(), cni: cni.clone(), api: api.clone(), registries: Default::default() };
     Harness { _dir: dir, root, runtime, cni, api, deps }
 }
 
@@ -208,7 +218,7 @@ async fn new_pod_gets_sandbox_files_bundle_and_running_status() {
     let mut w = PodWorker::new(h.deps.clone(), pod("busybox", "Always"));
     w.sync().await;
     let netns = h.root.join("netns/minion-uid-1");
-    let calls = h.runtime.calls();
+    let calls: Vec<String> = h.runtime.calls().into_iter().filter(|c| !c.starts_with("pull ")).collect();
     assert_eq!(calls[0], format!("netns add {}", netns.display()));
     assert!(calls[1].starts_with("create uid-1-app "), "{calls:?}");
     assert_eq!(calls[2], "start uid-1-app");
@@ -412,4 +422,78 @@ async fn host_network_pod_skips_netns_and_cni() {
     w.terminate(true).await;
     assert!(h.cni.commands.lock().unwrap().is_empty());
     assert!(!h.pod_dir().exists());
+}
+
+fn pod_with_pull_policy(image: &str, pull: &str) -> Pod {
+    let mut p = pod(image, "Always");
+    p.spec.as_mut().unwrap().containers[0].image_pull_policy = Some(pull.into());
+    p
+}
+
+fn pulls(h: &Harness) -> usize {
+    h.runtime.calls().iter().filter(|c| c.starts_with("pull ")).count()
+}
+
+#[tokio::test]
+async fn pull_policy_never_and_if_not_present() {
+    let h = harness();
+    let mut w = PodWorker::new(h.deps.clone(), pod_with_pull_policy("nope", "Never"));
+    w.sync().await;
+    let s = h.last_status();
+    assert_eq!(s["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImageNeverPull");
+    assert!(s["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().contains("pull policy of Never"));
+    assert_eq!(pulls(&h), 0);
+
+    let h = harness();
+    let mut w = PodWorker::new(h.deps.clone(), pod_with_pull_policy("busybox", "IfNotPresent"));
+    w.sync().await;
+    assert_eq!(h.last_status()["containerStatuses"][0]["ready"], true);
+    assert_eq!(pulls(&h), 0);
+    assert!(h.api.events.lock().unwrap().contains(&"Pulled".to_string()));
+}
+
+#[tokio::test]
+async fn pull_policy_always_pulls_and_reports_registry_errors() {
+    let h = harness();
+    let mut w = PodWorker::new(h.deps.clone(), pod("busybox", "Always"));
+    w.sync().await;
+    assert_eq!(pulls(&h), 1, "latest defaults to Always");
+    let ev = h.api.events.lock().unwrap().clone();
+    assert!(ev.starts_with(&["Pulling".to_string(), "Pulled".to_string()]), "{ev:?}");
+
+    let h = harness();
+    *h.runtime.pull_error.lock().unwrap() = Some("pulling docker.io/library/busybox:latest from docker.io: manifest unknown".into());
+    let mut w = PodWorker::new(h.deps.clone(), pod("busybox", "Always"));
+    w.sync().await;
+    let s = h.last_status();
+    assert_eq!(s["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImagePull");
+    assert!(s["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().contains("manifest unknown"));
+    w.sync().await;
+    assert_eq!(h.last_status()["containerStatuses"][0]["state"]["waiting"]["reason"], "ImagePullBackOff");
+    assert!(h.api.events.lock().unwrap().contains(&"BackOff".to_string()));
+}
+
+#[tokio::test]
+async fn unreachable_registry_falls_back_to_local_image() {
+    let h = harness();
+    *h.runtime.pull_error.lock().unwrap() =
+        Some("registry docker.io unreachable while pulling docker.io/library/busybox:latest: dns error".into());
+    let mut w = PodWorker::new(h.deps.clone(), pod("busybox", "Always"));
+    w.sync().await;
+    assert_eq!(h.last_status()["containerStatuses"][0]["ready"], true);
+    assert!(h.api.events.lock().unwrap().contains(&"Failed".to_string()), "a Warning tells the fallback");
+    assert_eq!(pulls(&h), 1);
+    // A second pod's container does not wait on the dead registry again.
+    let mut p2 = pod("busybox", "Always");
+    p2.metadata.uid = Some("uid-2".into());
+    p2.metadata.name = Some("web2".into());
+    let mut w2 = PodWorker::new(h.deps.clone(), p2);
+    w2.sync().await;
+    assert_eq!(pulls(&h), 1, "registry known down: no second pull");
+
+    let h = harness();
+    *h.runtime.pull_error.lock().unwrap() = Some("registry r:5000 unreachable while pulling r:5000/x:latest: refused".into());
+    let mut w = PodWorker::new(h.deps.clone(), pod("r:5000/x", "Always"));
+    w.sync().await;
+    assert_eq!(h.last_status()["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImagePull");
 }
