@@ -32,6 +32,8 @@ pub struct UpOptions {
     pub timeout_secs: u64,
     /// Which CNI plugins wire the pods.
     pub cni: CniChoice,
+    /// Registries (HOST:PORT) the agents may pull from over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 /// The CNI plugins a lab's agents run: minion-netd, or the reference `bridge` +
@@ -162,13 +164,16 @@ fn start_node(t: &Topology, opts: &UpOptions, node: &str, index: usize, rootfs: 
     run(Command::new(&runtime).args(["--root", &d("runtime"), "--image-root", &d("images"), "image", "import", "busybox"]).arg(rootfs))?;
     let kubeconfig = t.kubeconfig().display().to_string();
     let node_ip = t.node_ip(index);
-    let agent_args: Vec<String> = [
+    let mut agent_args: Vec<String> = [
         "--kubeconfig", &kubeconfig, "--node-name", node, "--node-ip", &node_ip,
         "--pod-cidr", &t.pod_cidr(index), "--root-dir", &d("agent"),
         "--runtime-bin", &runtime.display().to_string(), "--runtime-root", &d("runtime"),
         "--image-root", &d("images"), "--cni-bin-dir", &d("cni/bin"), "--cni-conf-dir", &d("cni/net.d"),
         "--netns-dir", NETNS_DIR, "--cgroup-parent", &t.cgroup_parent(node),
     ].iter().map(|s| s.to_string()).collect();
+    for registry in &opts.insecure_registries {
+        agent_args.extend(["--insecure-registry".to_string(), registry.clone()]);
+    }
     let proxy_args: Vec<String> = ["--kubeconfig", &kubeconfig, "--cluster-cidr", minion_api::CLUSTER_CIDR, "--hostname-override", node]
         .iter().map(|s| s.to_string()).collect();
     // The lab has no way out, so names outside the cluster zone are refused, not forwarded.

@@ -45,6 +45,9 @@ enum Cmd {
         /// host-local from /usr/lib/cni).
         #[arg(long, value_enum, default_value = "minion")]
         cni: CniArg,
+        /// A registry (HOST:PORT) the agents may pull from over plain HTTP; repeatable.
+        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        insecure_registry: Vec<String>,
     },
     /// Remove a cluster and everything it made.
     Down { name: String },
@@ -89,9 +92,9 @@ fn bin_dir(cli_value: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let bins = bin_dir(cli.bin_dir)?;
     match cli.command {
-        Cmd::Up { name, nodes, busybox, timeout, cni } => {
+        Cmd::Up { name, nodes, busybox, timeout, cni, insecure_registry } => {
             let cni = match cni { CniArg::Minion => CniChoice::Minion, CniArg::Reference => CniChoice::Reference };
-            let opts = UpOptions { name, nodes, state_root: cli.state_dir, bin_dir: bins, busybox, timeout_secs: timeout, cni };
+            let opts = UpOptions { name, nodes, state_root: cli.state_dir, bin_dir: bins, busybox, timeout_secs: timeout, cni, insecure_registries: insecure_registry };
             let t = cluster::up(&opts)?;
             print_summary(&t);
             Ok(ExitCode::SUCCESS)
