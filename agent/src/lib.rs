@@ -32,13 +32,8 @@ pub use config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The kubeconfig could not be read or used.
-    #[error("failed to load kubeconfig {path}: {reason}")]
-    Kubeconfig {
-        /// Kubeconfig path.
-        path: std::path::PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] minion_client::KubeconfigError),
     /// The root dir could not be created.
     #[error("failed to create root dir {path}: {source}")]
     RootDir {
@@ -52,21 +47,12 @@ pub enum Error {
     Node(#[from] node::NodeError),
 }
 
-/// Builds a kube client from the kubeconfig file named in `config`.
-pub async fn client(config: &Config) -> Result<kube::Client, Error> {
-    let err = |reason: String| Error::Kubeconfig { path: config.kubeconfig.clone(), reason };
-    let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig).map_err(|e| err(e.to_string()))?;
-    let options = kube::config::KubeConfigOptions::default();
-    let kc = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| err(e.to_string()))?;
-    kube::Client::try_from(kc).map_err(|e| err(e.to_string()))
-}
-
 /// Runs the kubelet until `shutdown` resolves. Containers keep running afterwards and
 /// are adopted by the next start; the Node is not deleted.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     std::fs::create_dir_all(config.root_dir.join("pods"))
         .map_err(|source| Error::RootDir { path: config.root_dir.clone(), source })?;
-    let client = client(&config).await?;
+    let client = minion_client::from_kubeconfig(&config.kubeconfig).await?;
     let config = Arc::new(config);
     let facts = node::gather_facts(&config.root_dir);
     let nodes: Api<Node> = Api::all(client.clone());

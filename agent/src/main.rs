@@ -75,28 +75,11 @@ impl Args {
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    minion_client::init_logging("info");
     let config = Args::parse().into_config();
-    if let Err(e) = minion_agent::run(config, shutdown_signal()).await {
+    if let Err(e) = minion_agent::run(config, minion_client::shutdown_signal()).await {
         eprintln!("minion-agent: error: {e}");
         std::process::exit(1);
     }

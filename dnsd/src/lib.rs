@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 
 pub use answer::{answer, Answer, Outcome};
@@ -96,13 +95,8 @@ pub enum RunError {
     #[error(transparent)]
     Zone(#[from] records::RecordsError),
     /// The kubeconfig could not be read or used.
-    #[error("kubeconfig {path}: {reason}")]
-    Kubeconfig {
-        /// The kubeconfig path.
-        path: PathBuf,
-        /// What failed.
-        reason: String,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] minion_client::KubeconfigError),
     /// The DNS sockets failed.
     #[error(transparent)]
     Server(#[from] server::ServerError),
@@ -129,18 +123,8 @@ pub fn forwarder(config: &Config) -> Result<Option<Forwarder>, RunError> {
     Ok(Some(Forwarder::new(upstreams, config.cache_entries)))
 }
 
-/// Builds a client for the API server named in `path`.
-pub async fn kube_client(path: &std::path::Path) -> Result<Client, RunError> {
-    let err = |reason: String| RunError::Kubeconfig {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    Client::try_from(config).map_err(|e| err(e.to_string()))
-}
+/// Builds a client for the API server named in a kubeconfig file.
+pub use minion_client::from_kubeconfig as kube_client;
 
 /// Runs the DNS server until `shutdown` completes: serves from a watched snapshot,
 /// keeps the kube-dns registration, and deregisters before returning.

@@ -112,37 +112,13 @@ fn run_daemon(a: DaemonArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(minion_netd::daemon::run(config, shutdown_signal())) {
+    match rt.block_on(minion_netd::daemon::run(config, minion_client::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("minion-netd: error: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn plugin_mode() -> ExitCode {
@@ -165,9 +141,9 @@ fn plugin_mode() -> ExitCode {
 
 fn main() -> ExitCode {
     if std::env::var_os("CNI_COMMAND").is_none() {
-        init_logs("info");
+        minion_client::init_logging("info");
     } else {
-        init_logs("warn");
+        minion_client::init_logging("warn");
     }
     if std::env::var_os("CNI_COMMAND").is_some() {
         return plugin_mode();

@@ -22,11 +22,9 @@ pub mod sync;
 pub mod watch;
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use tokio::sync::Notify;
 use tokio::time::{sleep, sleep_until, Instant};
@@ -48,13 +46,8 @@ const RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The kubeconfig could not be read or used.
-    #[error("kubeconfig {path}: {reason}")]
-    Kubeconfig {
-        /// The kubeconfig path.
-        path: std::path::PathBuf,
-        /// What failed.
-        reason: String,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] minion_client::KubeconfigError),
     /// A watch task died before its initial list completed.
     #[error("Service/Endpoints watch ended before the initial list")]
     WatchEnded,
@@ -63,18 +56,8 @@ pub enum ProxyError {
     Metrics(#[from] metrics::MetricsError),
 }
 
-/// Builds a client for the API server named in `path`.
-pub async fn kube_client(path: &Path) -> Result<Client, ProxyError> {
-    let err = |reason: String| ProxyError::Kubeconfig {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    Client::try_from(config).map_err(|e| err(e.to_string()))
-}
+/// Builds a client for the API server named in a kubeconfig file.
+pub use minion_client::from_kubeconfig as kube_client;
 
 /// Runs the proxy in the current network namespace until `shutdown` completes.
 /// Rules stay in place on exit, as with kube-proxy.

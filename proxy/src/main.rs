@@ -42,12 +42,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    minion_client::init_logging("info");
     let args = Args::parse();
     let config = minion_proxy::Config {
         kubeconfig: args.kubeconfig,
@@ -59,19 +54,7 @@ async fn main() {
         hostname: args.hostname_override,
         metrics_listen: args.metrics_listen,
     };
-    let shutdown = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    };
-    if let Err(e) = minion_proxy::run(config, shutdown).await {
+    if let Err(e) = minion_proxy::run(config, minion_client::shutdown_signal()).await {
         eprintln!("minion-proxy: error: {e}");
         std::process::exit(1);
     }

@@ -14,13 +14,12 @@ pub mod routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::Store;
 use kube::Client;
 use k8s_openapi::api::core::v1::Node;
@@ -63,13 +62,8 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The kubeconfig could not be read or used.
-    #[error("kubeconfig {path}: {reason}")]
-    Kubeconfig {
-        /// The path.
-        path: PathBuf,
-        /// What failed.
-        reason: String,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] minion_client::KubeconfigError),
     /// The metrics address could not be bound.
     #[error("listen on {addr}: {source}")]
     Listen {
@@ -86,19 +80,10 @@ pub enum DaemonError {
     WatchEnded,
 }
 
-async fn kube_client(path: &Path) -> Result<Client, DaemonError> {
-    let err = |reason: String| DaemonError::Kubeconfig { path: path.to_path_buf(), reason };
-    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    Client::try_from(config).map_err(|e| err(e.to_string()))
-}
-
 /// Runs the daemon in the current network namespace until `shutdown` completes.
 /// Routes and rules stay in place on exit (a restart finds and keeps them).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let client = kube_client(&config.kubeconfig).await?;
+    let client = minion_client::from_kubeconfig(&config.kubeconfig).await?;
     let ops = route_netlink::NetlinkRoutes::connect()?;
     let metrics = Arc::new(Metrics::default());
     match ops.link_names().await {
