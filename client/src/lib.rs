@@ -7,7 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
+use futures::Stream;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource};
 use thiserror::Error;
 
 /// A kubeconfig that could not be read or turned into a client.
@@ -29,6 +32,15 @@ pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client, KubeconfigErro
         .await
         .map_err(|e| err(e.to_string()))?;
     kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+}
+
+/// A watch of every object of kind `K` in all namespaces, restarted with backoff when
+/// the API server drops it (what each daemon feeds its reflectors with).
+pub fn watch_all<K>(client: &kube::Client) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff()
 }
 
 /// Completes on the first SIGINT or SIGTERM: how a daemon is asked to stop.

@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource};
+use kube::runtime::watcher;
+use kube::Client;
 
 use crate::build::build_records;
 use crate::records::{Records, Zone};
@@ -32,17 +32,17 @@ enum Change {
 pub async fn watch_records(client: Client, zone: Zone, records: Arc<ArcSwap<Records>>) {
     let (namespaces, ns_writer) = reflector::store::<Namespace>();
     let ns_events = changes(
-        reflector::reflector(ns_writer, watch_all::<Namespace>(&client)),
+        reflector::reflector(ns_writer, minion_client::watch_all::<Namespace>(&client)),
         |d| Change::Namespaces { list_done: d },
     );
     let (services, svc_writer) = reflector::store::<Service>();
     let (endpoints, ep_writer) = reflector::store::<Endpoints>();
     let svc_events = changes(
-        reflector::reflector(svc_writer, watch_all::<Service>(&client)),
+        reflector::reflector(svc_writer, minion_client::watch_all::<Service>(&client)),
         |d| Change::Services { list_done: d },
     );
     let ep_events = changes(
-        reflector::reflector(ep_writer, watch_all::<Endpoints>(&client)),
+        reflector::reflector(ep_writer, minion_client::watch_all::<Endpoints>(&client)),
         |d| Change::Endpoints { list_done: d },
     );
     let mut events =
@@ -67,17 +67,6 @@ pub async fn watch_records(client: Client, zone: Zone, records: Arc<ArcSwap<Reco
     tracing::warn!("Service/Endpoints watches ended");
 }
 
-fn watch_all<K>(client: &Client) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-{
-    watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff()
-}
 
 /// Maps reflector events to [`Change`]s, logging watch errors.
 fn changes<K, S>(

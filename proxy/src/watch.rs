@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource};
+use kube::runtime::watcher;
+use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -49,12 +49,12 @@ impl Informers {
         let mut tasks = vec![
             spawn_drain(
                 "services",
-                reflector::reflector(svc_writer, watch_all::<Service>(client)),
+                reflector::reflector(svc_writer, minion_client::watch_all::<Service>(client)),
                 changed.clone(),
             ),
             spawn_drain(
                 "endpoints",
-                reflector::reflector(ep_writer, watch_all::<Endpoints>(client)),
+                reflector::reflector(ep_writer, minion_client::watch_all::<Endpoints>(client)),
                 changed.clone(),
             ),
         ];
@@ -62,7 +62,7 @@ impl Informers {
             let (store, writer) = reflector::store::<EndpointSlice>();
             tasks.push(spawn_drain(
                 "endpointslices",
-                reflector::reflector(writer, watch_all::<EndpointSlice>(client)),
+                reflector::reflector(writer, minion_client::watch_all::<EndpointSlice>(client)),
                 changed,
             ));
             store
@@ -121,17 +121,6 @@ impl Drop for Informers {
     }
 }
 
-fn watch_all<K>(client: &Client) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-{
-    watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff()
-}
 
 fn spawn_drain<K, S>(what: &'static str, stream: S, changed: Arc<Notify>) -> JoinHandle<()>
 where
