@@ -11,6 +11,11 @@ pub const ANN_IMAGE_ROOTFS: &str = "io.minion.image.rootfs";
 /// Annotation naming the CRI log file the monitor writes.
 pub const ANN_LOG_PATH: &str = "io.minion.log.path";
 
+/// Annotation: size in bytes at which the monitor rotates the CRI log.
+pub const ANN_LOG_MAX_SIZE: &str = "io.minion.log.max-size";
+/// Annotation: how many log files to keep, the live one included.
+pub const ANN_LOG_MAX_FILES: &str = "io.minion.log.max-files";
+
 /// Errors of bundle validation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,6 +58,24 @@ impl Bundle {
         if args.is_empty() || args[0].is_empty() {
             return Err(bad("process.args is empty".into()));
         }
+        // Refused rather than ignored: running without a requested syscall
+        // filter or hook would silently weaken what the caller asked for.
+        if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
+            return Err(bad("linux.seccomp is not supported by minion-runtime yet (refusing to run without the filter)".into()));
+        }
+        if spec.hooks().is_some() {
+            return Err(bad("hooks are not supported by minion-runtime yet".into()));
+        }
+        if process.terminal() == Some(true) {
+            return Err(bad("process.terminal is true, but minion-runtime does not support terminals (no --console-socket)".into()));
+        }
+        for key in [ANN_LOG_MAX_SIZE, ANN_LOG_MAX_FILES] {
+            if let Some(v) = spec.annotations().as_ref().and_then(|a| a.get(key)) {
+                if v.parse::<u64>().is_err() {
+                    return Err(bad(format!("annotation {key}={v:?} is not a number")));
+                }
+            }
+        }
         if !process.cwd().is_absolute() {
             return Err(bad(format!("process.cwd {:?} is not absolute", process.cwd())));
         }
@@ -63,8 +86,9 @@ impl Bundle {
             spec.annotations().clone().unwrap_or_default().into_iter().collect();
         match annotations.get(ANN_IMAGE_ROOTFS) {
             Some(lower) => {
-                if !Path::new(lower).is_dir() {
-                    return Err(bad(format!("image rootfs {lower} ({ANN_IMAGE_ROOTFS}) does not exist")));
+                // A `:`-separated overlay lowerdir list, top layer first.
+                if let Some(l) = lower.split(':').find(|l| !Path::new(l).is_dir()) {
+                    return Err(bad(format!("image rootfs {l} ({ANN_IMAGE_ROOTFS}) does not exist")));
                 }
             }
             None => {
@@ -89,6 +113,16 @@ impl Bundle {
     /// The CRI log file requested by annotation.
     pub fn log_path(&self) -> Option<PathBuf> {
         self.annotations.get(ANN_LOG_PATH).map(PathBuf::from)
+    }
+
+    /// Log rotation size (annotation, else 10 MiB).
+    pub fn log_max_size(&self) -> u64 {
+        self.annotations.get(ANN_LOG_MAX_SIZE).and_then(|v| v.parse().ok()).unwrap_or(crate::monitor::log::DEFAULT_MAX_SIZE)
+    }
+
+    /// Log files kept (annotation, else 5).
+    pub fn log_max_files(&self) -> u32 {
+        self.annotations.get(ANN_LOG_MAX_FILES).and_then(|v| v.parse().ok()).unwrap_or(crate::monitor::log::DEFAULT_MAX_FILES)
     }
 
     /// `linux.cgroupsPath`, if any.
@@ -143,6 +177,14 @@ mod tests {
         v["process"]["args"] = serde_json::json!([]);
         write_cfg(d.path(), v);
         assert!(Bundle::load(d.path()).unwrap_err().to_string().contains("process.args is empty"));
+        let mut v = base();
+        v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO"});
+        write_cfg(d.path(), v);
+        assert!(Bundle::load(d.path()).unwrap_err().to_string().contains("seccomp is not supported"));
+        let mut v = base();
+        v["process"]["terminal"] = serde_json::json!(true);
+        write_cfg(d.path(), v);
+        assert!(Bundle::load(d.path()).unwrap_err().to_string().contains("terminals"));
         write_cfg(d.path(), base());
         let b = Bundle::load(d.path()).unwrap();
         assert_eq!(b.rootfs, d.path().join("rootfs"));

@@ -1,6 +1,8 @@
 //! The runc-shaped commands the kubelet (minion-agent) runs: each maps onto the
 //! library. `main.rs` parses flags and calls these.
 
+use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,7 @@ use nix::unistd::Pid;
 
 use crate::bundle::{self, Bundle};
 use crate::cgroups::{self, Cgroup};
-use crate::image::{self, ImageConfig, ImageStore};
+use crate::image;
 use crate::monitor::{self, CreateOptions};
 use crate::netns;
 use crate::signal::{self, parse_signal};
@@ -62,13 +64,26 @@ fn alive(pid: i32) -> bool {
     pid > 0 && send_signal(Pid::from_raw(pid), None).is_ok()
 }
 
-/// Loads a container's state with its status refreshed from /proc.
+/// Whether the init recorded in `st` still runs (same start time, not a zombie).
+fn init_running(st: &ContainerState) -> bool {
+    pid_matches(st.pid, st.init_start_time) && !is_zombie(st.pid)
+}
+
+/// Loads a container's state with its status refreshed from /proc. When the
+/// init has just exited and its monitor is still recording the exit, waits for
+/// the monitor (it exits right after writing the state), so a `state` or
+/// `delete` right after the process ended sees `stopped` with the exit code.
 pub fn load_state(g: &Globals, id: &str) -> Result<ContainerState, Error> {
     let store = g.store();
     match store.load(id) {
         Ok(st) => {
-            let init_alive = pid_matches(st.pid, st.init_start_time);
-            let mon = alive(st.monitor_pid);
+            let mut st = st;
+            if st.finished_at.is_none() && st.pid > 0 && !init_running(&st) && alive(st.monitor_pid) {
+                crate::sys::wait_exit(st.monitor_pid, Some(Duration::from_secs(5)));
+                st = store.load(id)?;
+            }
+            let init_alive = init_running(&st);
+            let mon = alive(st.monitor_pid) && !is_zombie(st.monitor_pid);
             Ok(st.refreshed(init_alive, mon))
         }
         Err(state::Error::NotExist(_)) if store.exists(id) => Err(cerr(id, "is being created (no state yet)")),
@@ -94,40 +109,47 @@ pub fn create(g: &Globals, id: &str, bundle_dir: &Path, pid_file: Option<&Path>)
     Ok(st)
 }
 
-/// `start ID`: releases the init to exec; returns once it ran or failed.
+/// `start ID`: releases the init to exec; returns once it ran or failed. The
+/// monitor answers on its start socket (`ok` or `error: ...`) as soon as the
+/// exec succeeded or failed, so there is no polling.
 pub fn start(g: &Globals, id: &str) -> Result<(), Error> {
     let st = load_state(g, id)?;
     if st.status != Status::Created {
         return Err(cerr(id, format!("cannot start a container that is {}", st.status)));
     }
-    let fifo = g.store().dir(id).join(state::EXEC_FIFO);
-    let fd = nix::fcntl::open(&fifo, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| cerr(id, format!("open {}: {e} (monitor gone?)", fifo.display())))?;
-    nix::unistd::write(&fd, b"1").map_err(|e| cerr(id, format!("write {}: {e}", fifo.display())))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = g.store().load(id)?;
-        if let Some(msg) = st.message {
-            return Err(cerr(id, format!("start failed: {msg}")));
-        }
-        if st.started_at.is_some() {
-            return Ok(());
-        }
-        if st.finished_at.is_some() {
-            return Err(cerr(id, "exited before it started"));
-        }
-        if Instant::now() > deadline {
-            return Err(cerr(id, "timed out waiting for the process to start"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let dir = g.store().dir(id);
+    let (_dirfd, path) = crate::sys::sock_path(&dir, crate::sys::START_SOCK)
+        .map_err(|e| cerr(id, format!("start socket in {}: {e}", dir.display())))?;
+    let mut conn = UnixStream::connect(&path)
+        .map_err(|e| cerr(id, format!("connect {}: {e} (monitor gone?)", dir.join(crate::sys::START_SOCK).display())))?;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reply = String::new();
+    let _ = conn.read_to_string(&mut reply);
+    match reply.trim() {
+        "ok" => Ok(()),
+        "" => Err(cerr(id, "the monitor closed the start socket without an answer")),
+        r => Err(cerr(id, format!("start failed: {}", r.strip_prefix("error: ").unwrap_or(r)))),
     }
 }
 
-/// `kill ID [SIGNAL]`.
-pub fn kill(g: &Globals, id: &str, sig: &str) -> Result<(), Error> {
+/// `kill ID [SIGNAL] [--all]`: `--all` signals every process in the
+/// container's cgroup.
+pub fn kill(g: &Globals, id: &str, sig: &str, all: bool) -> Result<(), Error> {
     let sig = parse_signal(sig)?;
     let st = load_state(g, id)?;
-    signal_init(&st, sig)
+    if !all {
+        return signal_init(&st, sig);
+    }
+    if st.status == Status::Stopped {
+        return Err(cerr(id, "is not running"));
+    }
+    for pid in cgroup_pids(&st)? {
+        match send_signal(Pid::from_raw(pid), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(cerr(id, format!("kill pid {pid} with {sig}: {e}"))),
+        }
+    }
+    Ok(())
 }
 
 fn signal_init(st: &ContainerState, sig: Signal) -> Result<(), Error> {
@@ -135,6 +157,70 @@ fn signal_init(st: &ContainerState, sig: Signal) -> Result<(), Error> {
         return Err(cerr(&st.id, "is not running"));
     }
     send_signal(Pid::from_raw(st.pid), sig).map_err(|e| cerr(&st.id, format!("kill pid {} with {sig}: {e}", st.pid)))
+}
+
+/// Pids in the container's cgroup (host pid namespace), sorted.
+pub fn cgroup_pids(st: &ContainerState) -> Result<Vec<i32>, Error> {
+    let Some(leaf) = st.cgroup_paths.first() else { return Ok(vec![]) };
+    let p = leaf.join("cgroup.procs");
+    let data = match std::fs::read_to_string(&p) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(source) => return Err(Error::Io { op: "read", path: p, source }),
+    };
+    let mut pids: Vec<i32> = data.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// `ps ID`: the processes in the container's cgroup as (pid, command line).
+pub fn ps(g: &Globals, id: &str) -> Result<Vec<(i32, String)>, Error> {
+    let st = load_state(g, id)?;
+    Ok(cgroup_pids(&st)?
+        .into_iter()
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd: Vec<String> =
+                cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            (pid, cmd.join(" "))
+        })
+        .collect())
+}
+
+/// `delete [--force] ID`: a running container needs --force (SIGKILL first).
+/// Safe to repeat and to run on a half-made container: whatever is left (state
+/// dir, cgroups) is removed; a missing container is not an error with --force.
+pub fn delete(g: &Globals, id: &str, force: bool) -> Result<(), Error> {
+    let store = g.store();
+    let st = match load_state(g, id) {
+        Ok(st) => st,
+        Err(Error::State(state::Error::NotExist(_))) if force => return Ok(()),
+        Err(Error::Container { .. }) if store.exists(id) && force => {
+            store.remove(id)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let st = match st.status {
+        Status::Stopped => st,
+        Status::Running if !force => {
+            return Err(cerr(id, "cannot delete a running container (use --force)"));
+        }
+        _ => {
+            if let Ok(pids) = cgroup_pids(&st) {
+                for pid in pids {
+                    let _ = send_signal(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            let _ = signal_init(&st, Signal::SIGKILL);
+            wait_stopped(g, id, Duration::from_secs(10))?
+        }
+    };
+    crate::sys::wait_exit(st.monitor_pid, Some(Duration::from_secs(5)));
+    let levels = Cgroup::new(Path::new("/"), cgroups::Mode::V1, &st.cgroups_path).map(|c| c.levels()).unwrap_or(1);
+    Cgroup::remove_paths(&st.cgroup_paths, levels)?;
+    store.remove(id)?;
+    Ok(())
 }
 
 /// Waits (bounded) until the monitor recorded the exit.
@@ -148,44 +234,8 @@ fn wait_stopped(g: &Globals, id: &str, timeout: Duration) -> Result<ContainerSta
         if Instant::now() > deadline {
             return Err(cerr(id, format!("still {} after {timeout:?}", st.status)));
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `delete [--force] ID`: a running container needs --force (SIGKILL first).
-pub fn delete(g: &Globals, id: &str, force: bool) -> Result<(), Error> {
-    let store = g.store();
-    let st = match load_state(g, id) {
-        Ok(st) => st,
-        Err(Error::Container { .. }) if store.exists(id) && force => {
-            store.remove(id)?;
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    let st = match st.status {
-        Status::Stopped => st,
-        Status::Running if !force => {
-            return Err(cerr(id, "cannot delete a running container (use --force)"));
-        }
-        _ => {
-            let _ = signal_init(&st, Signal::SIGKILL);
-            wait_stopped(g, id, Duration::from_secs(10))?
-        }
-    };
-    wait_monitor_gone(st.monitor_pid);
-    let levels = Cgroup::new(Path::new("/"), cgroups::Mode::V1, &st.cgroups_path).map(|c| c.levels()).unwrap_or(1);
-    Cgroup::remove_paths(&st.cgroup_paths, levels)?;
-    store.remove(id)?;
-    Ok(())
-}
-
-fn wait_monitor_gone(pid: i32) {
-    for _ in 0..250 {
-        if !alive(pid) || is_zombie(pid) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        // The monitor exits right after recording the exit.
+        crate::sys::wait_exit(st.monitor_pid, Some(Duration::from_millis(200)));
     }
 }
 
@@ -196,19 +246,23 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// `run ID --bundle DIR`: create, start, wait, delete; returns the exit code.
-pub fn run(g: &Globals, id: &str, bundle_dir: &Path) -> Result<i32, Error> {
+/// `run ID --bundle DIR [--detach]`: create and start; without `detach` also
+/// wait, delete and return the exit code (with it, return 0 once started).
+pub fn run(g: &Globals, id: &str, bundle_dir: &Path, detach: bool) -> Result<i32, Error> {
     create(g, id, bundle_dir, None)?;
     if let Err(e) = start(g, id) {
         let _ = delete(g, id, true);
         return Err(e);
+    }
+    if detach {
+        return Ok(0);
     }
     let st = loop {
         let st = load_state(g, id)?;
         if st.status == Status::Stopped {
             break st;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        crate::sys::wait_exit(st.monitor_pid, None);
     };
     delete(g, id, true)?;
     Ok(st.exit_code.unwrap_or(255))
@@ -225,21 +279,7 @@ pub fn list(g: &Globals) -> Result<Vec<ContainerState>, Error> {
     Ok(out)
 }
 
-/// `image import NAME PATH [--config FILE]`; the file holds either the image
-/// config object (`{"Cmd":..}`) or an OCI image config (`{"config":{..}}`).
-pub fn image_import(g: &Globals, name: &str, path: &Path, config: Option<&Path>) -> Result<image::Image, Error> {
-    let cfg = match config {
-        Some(p) => {
-            let data = std::fs::read(p).map_err(|source| Error::Io { op: "read", path: p.into(), source })?;
-            let v: serde_json::Value = serde_json::from_slice(&data)
-                .map_err(|e| Error::Io { op: "parse", path: p.into(), source: std::io::Error::other(e) })?;
-            let inner = v.get("config").cloned().unwrap_or(v);
-            Some(
-                serde_json::from_value::<ImageConfig>(inner)
-                    .map_err(|e| Error::Io { op: "parse", path: p.into(), source: std::io::Error::other(e) })?,
-            )
-        }
-        None => None,
-    };
-    Ok(ImageStore::open(&g.image_root)?.import(name, path, cfg)?)
+/// `image …`: the image service lives in `crate::image::cli`.
+pub fn image(g: &Globals, cmd: image::cli::ImageCmd) -> Result<(), Error> {
+    Ok(image::cli::run(&g.image_root, cmd)?)
 }

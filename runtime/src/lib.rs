@@ -6,11 +6,13 @@
 pub mod bundle;
 pub mod cgroups;
 pub mod cli;
+pub mod exec;
 pub mod image;
 pub mod init;
 pub mod monitor;
 pub mod netns;
 pub mod signal;
 pub mod state;
+pub mod sys;
 
 pub use image::{normalize_image_name, ImageStore};

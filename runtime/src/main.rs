@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use minion_runtime::cli::{self, Globals};
-use minion_runtime::{netns, ImageStore};
+use minion_runtime::image::cli::ImageCmd;
+use minion_runtime::{exec, netns};
 
 #[derive(Parser)]
 #[command(name = "minion-runtime", about = "runc-compatible OCI runtime with a per-container monitor and a local image store")]
@@ -23,6 +24,9 @@ struct Cli {
     /// Diagnostics log file (also the monitor's stderr).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
+    /// Format of errors on stderr and in --log: one text line or one JSON object.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -36,6 +40,9 @@ enum Cmd {
         bundle: PathBuf,
         #[arg(long)]
         pid_file: Option<PathBuf>,
+        /// Terminal console socket (not supported: containers have no terminal).
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
     },
     /// Start the process of a created container.
     Start { id: String },
@@ -46,6 +53,9 @@ enum Cmd {
         id: String,
         #[arg(default_value = "SIGTERM")]
         signal: String,
+        /// Signal every process in the container's cgroup.
+        #[arg(long, short)]
+        all: bool,
     },
     /// Delete a stopped container (--force kills a running one first).
     Delete {
@@ -58,6 +68,38 @@ enum Cmd {
         id: String,
         #[arg(long, short)]
         bundle: PathBuf,
+        /// Return once started (the container keeps running; delete it later).
+        #[arg(long, short)]
+        detach: bool,
+        /// Terminal console socket (not supported).
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+    },
+    /// List the processes in the container's cgroup (host pids).
+    Ps {
+        id: String,
+        /// `table` or `json` (a JSON array of pids).
+        #[arg(long, short, default_value = "table")]
+        format: String,
+    },
+    /// Run a command inside a running container; exits with its exit code.
+    Exec {
+        id: String,
+        /// Allocate a terminal (not supported).
+        #[arg(long, short)]
+        tty: bool,
+        /// Working directory inside the container (default: the container's).
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// Extra environment KEY=VALUE (repeatable).
+        #[arg(long, short)]
+        env: Vec<String>,
+        /// uid[:gid] to run as (default: the container's user).
+        #[arg(long, short)]
+        user: Option<String>,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Print the states of all containers as a JSON array.
     List,
@@ -73,6 +115,12 @@ enum Cmd {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum NetnsCmd {
     /// Create a network namespace bind-mounted at PATH.
@@ -81,30 +129,53 @@ enum NetnsCmd {
     Del { path: PathBuf },
 }
 
-#[derive(Subcommand)]
-enum ImageCmd {
-    /// Import a rootfs directory or a .tar/.tar.gz as NAME.
-    Import {
-        name: String,
-        path: PathBuf,
-        /// JSON file with {"Cmd","Entrypoint","Env","WorkingDir"} (or an OCI image config).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// List images as JSON.
-    Ls,
-    /// Remove an image.
-    Rm { name: String },
-    /// Print an image as JSON.
-    Inspect { name: String },
-}
-
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
+fn no_console(sock: Option<&PathBuf>) -> Result<()> {
+    match sock {
+        Some(p) => anyhow::bail!("--console-socket {}: terminals are not supported by minion-runtime", p.display()),
+        None => Ok(()),
+    }
+}
+
+/// `uid` or `uid:gid` (numeric).
+fn parse_user(u: &str) -> Result<(u32, u32)> {
+    let (a, b) = u.split_once(':').unwrap_or((u, "0"));
+    let bad = || anyhow::anyhow!("invalid --user {u:?}: expected uid[:gid]");
+    Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
+}
+
+/// Prints a failure as one line (text) or one JSON object (json), on stderr
+/// and, when --log is given, appended to the log file too.
+fn report_error(e: &anyhow::Error, format: LogFormat, log: Option<&PathBuf>) {
+    let msg = format!("{e:#}");
+    let line = match format {
+        LogFormat::Text => format!("minion-runtime: error: {msg}"),
+        LogFormat::Json => serde_json::json!({
+            "level": "error",
+            "msg": msg,
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        })
+        .to_string(),
+    };
+    eprintln!("{line}");
+    if let Some(p) = log {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// Tracing only when asked for (--log or RUST_LOG): building the filter costs
+/// more than a whole `state` call otherwise needs.
 fn init_tracing(log: Option<&PathBuf>) {
+    if log.is_none() && std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if log.is_some() { "info" } else { "warn" }));
     let file = log.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
@@ -118,25 +189,40 @@ fn init_tracing(log: Option<&PathBuf>) {
 fn dispatch(c: Cli) -> Result<i32> {
     let g = Globals { root: c.root, image_root: c.image_root, cgroup_root: c.cgroup_root, log: c.log };
     match c.cmd {
-        Cmd::Create { id, bundle, pid_file } => {
+        Cmd::Create { id, bundle, pid_file, console_socket } => {
+            no_console(console_socket.as_ref())?;
             cli::create(&g, &id, &bundle, pid_file.as_deref())?;
         }
         Cmd::Start { id } => cli::start(&g, &id)?,
         Cmd::State { id } => print_json(&cli::load_state(&g, &id)?)?,
-        Cmd::Kill { id, signal } => cli::kill(&g, &id, &signal)?,
+        Cmd::Kill { id, signal, all } => cli::kill(&g, &id, &signal, all)?,
         Cmd::Delete { force, id } => cli::delete(&g, &id, force)?,
-        Cmd::Run { id, bundle } => return Ok(cli::run(&g, &id, &bundle)?),
+        Cmd::Run { id, bundle, detach, console_socket } => {
+            no_console(console_socket.as_ref())?;
+            return Ok(cli::run(&g, &id, &bundle, detach)?);
+        }
+        Cmd::Ps { id, format } => {
+            let procs = cli::ps(&g, &id)?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string(&procs.iter().map(|p| p.0).collect::<Vec<_>>())?),
+                "table" => {
+                    println!("PID\tCMD");
+                    for (pid, cmd) in procs {
+                        println!("{pid}\t{cmd}");
+                    }
+                }
+                f => anyhow::bail!("invalid --format {f:?}: expected table or json"),
+            }
+        }
+        Cmd::Exec { id, tty, cwd, env, user, args } => {
+            let user = user.map(|u| parse_user(&u)).transpose()?;
+            let opts = exec::ExecOptions { args, env, cwd, user, tty };
+            return Ok(exec::exec(&g, &id, &opts)?);
+        }
         Cmd::List => print_json(&cli::list(&g)?)?,
         Cmd::Netns { cmd: NetnsCmd::Add { path } } => netns::add(&path)?,
         Cmd::Netns { cmd: NetnsCmd::Del { path } } => netns::del(&path)?,
-        Cmd::Image { cmd } => match cmd {
-            ImageCmd::Import { name, path, config } => {
-                print_json(&cli::image_import(&g, &name, &path, config.as_deref())?)?
-            }
-            ImageCmd::Ls => print_json(&ImageStore::open(&g.image_root)?.list()?)?,
-            ImageCmd::Rm { name } => ImageStore::open(&g.image_root)?.remove(&name)?,
-            ImageCmd::Inspect { name } => print_json(&ImageStore::open(&g.image_root)?.get(&name)?)?,
-        },
+        Cmd::Image { cmd } => cli::image(&g, cmd)?,
     }
     Ok(0)
 }
@@ -144,10 +230,11 @@ fn dispatch(c: Cli) -> Result<i32> {
 fn main() {
     let c = Cli::parse();
     init_tracing(c.log.as_ref());
+    let (format, log) = (c.log_format, c.log.clone());
     match dispatch(c) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("minion-runtime: error: {e:#}");
+            report_error(&e, format, log.as_ref());
             std::process::exit(1);
         }
     }

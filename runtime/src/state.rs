@@ -1,6 +1,6 @@
 //! Container state: what `crictl inspect` / runc `state` report. One directory per
 //! container under `--root` holds `state.json` (written atomically, by `create`'s
-//! monitor only), the exec FIFO and the overlay upper/work dirs.
+//! monitor only), the monitor's start socket and the overlay upper/work dirs.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,8 +10,6 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the state file in a container's directory.
 pub const STATE_FILE: &str = "state.json";
-/// Name of the FIFO `start` writes to in a container's directory.
-pub const EXEC_FIFO: &str = "exec.fifo";
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]

@@ -201,13 +201,14 @@ pub fn read_keyed(path: &Path, key: &str) -> Option<u64> {
 /// last task exits).
 fn rmdir_retry(dir: &Path) -> Result<(), Error> {
     let mut last = None;
-    for _ in 0..100 {
+    // Backs off from 1 ms to 50 ms, about 2 s in all.
+    for i in 0..60u64 {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => last = Some(e),
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis((1 << i.min(5)).min(50)));
     }
     match last {
         Some(e) => Err(io("remove cgroup", dir)(e)),

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use super::{io, write_file, Error, Resources};
 
 /// Controllers minion places containers in, when mounted.
-pub const CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer"];
+/// `systemd` is the named (controller-less) hierarchy; runc places containers
+/// there too, and the container's view of /sys/fs/cgroup shows it.
+pub const CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer", "systemd"];
 
 /// Controller mount directories available under `root`, deduplicated (cpu and
 /// cpuacct are often one mount with two symlinks).

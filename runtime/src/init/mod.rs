@@ -3,7 +3,8 @@
 //! pivot_root), drops privileges, reports "ready", waits for `start` and execs the
 //! process. Every failing step is reported to `create`/`start` by name.
 
-mod caps;
+pub(crate) mod caps;
+mod dev;
 mod mounts;
 
 use std::ffi::CString;
@@ -54,6 +55,8 @@ pub struct InitConfig {
     pub state_dir: PathBuf,
     pub cgroup_root: PathBuf,
     pub cgroup_mode: Mode,
+    /// The container's `linux.cgroupsPath` (as used by the monitor).
+    pub cgroups_path: String,
 }
 
 /// Maps an OCI namespace type to clone flags.
@@ -126,11 +129,43 @@ pub fn setup(cfg: &InitConfig) -> Result<Exec, Error> {
     let cwd = process.cwd().clone();
     std::fs::create_dir_all(&cwd).map_err(io("create cwd", &cwd))?;
     caps::set_user_and_caps(&process)?;
-    nix::unistd::chdir(&cwd).map_err(sys("chdir to cwd", cwd.display()))?;
+    enter_cwd(&cwd)?;
     if process.no_new_privileges() == Some(true) {
         nix::sys::prctl::set_no_new_privs().map_err(sys("prctl", "PR_SET_NO_NEW_PRIVS"))?;
     }
     Exec::resolve(&process)
+}
+
+/// chdir to the process's cwd and check that it lies inside the container's
+/// root (CVE-2024-21626: a cwd reached through a leaked host fd or a path that
+/// escapes the root makes getcwd fail with ENOENT or return "(unreachable)").
+fn enter_cwd(cwd: &Path) -> Result<(), Error> {
+    nix::unistd::chdir(cwd).map_err(sys("chdir to cwd", cwd.display()))?;
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        Ok(p) => Err(Error::Invalid(format!("cwd {} is outside the container root ({})", cwd.display(), p.display()))),
+        Err(e) => Err(Error::Invalid(format!("cwd {} is outside the container root: {e}", cwd.display()))),
+    }
+}
+
+/// For `exec`, in a process that already joined the container's namespaces and
+/// cgroup: closes inherited fds, applies rlimits, cwd, user, capabilities and
+/// no_new_privs as for the container's init, then execs. Returns only on error.
+pub fn exec_setup(process: &Process, keep: &[std::os::fd::RawFd]) -> Error {
+    let run = || -> Result<Exec, Error> {
+        crate::sys::close_fds_except(keep);
+        caps::set_rlimits(process)?;
+        caps::set_user_and_caps(process)?;
+        enter_cwd(process.cwd())?;
+        if process.no_new_privileges() == Some(true) {
+            nix::sys::prctl::set_no_new_privs().map_err(sys("prctl", "PR_SET_NO_NEW_PRIVS"))?;
+        }
+        Exec::resolve(process)
+    };
+    match run() {
+        Ok(exec) => exec.exec(),
+        Err(e) => e,
+    }
 }
 
 fn set_hostname(spec: &Spec) -> Result<(), Error> {

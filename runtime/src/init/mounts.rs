@@ -2,7 +2,6 @@
 //! bind rootfs, the spec's mounts, /dev, pivot_root, masked/readonly paths.
 
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -11,7 +10,7 @@ use oci_spec::runtime::Spec;
 use super::{io, sys, Error, InitConfig};
 use crate::cgroups::Mode;
 
-const NONE: Option<&str> = None;
+pub(super) const NONE: Option<&str> = None;
 
 /// Parsed `mounts[].options`.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,11 +129,14 @@ pub fn prepare_rootfs(cfg: &InitConfig) -> Result<(), Error> {
     for m in cfg.spec.mounts().clone().unwrap_or_default() {
         let opts = parse_mount_options(&m.options().clone().unwrap_or_default());
         let typ = m.typ().clone().unwrap_or_else(|| if opts.bind { "bind".into() } else { "none".into() });
-        let src = m.source().clone().map(|s| if s.is_absolute() { s } else { cfg.bundle.join(s) });
+        // A relative source is bundle-relative only for binds; for proc, tmpfs...
+        // it is the device name shown in /proc/mounts (as with runc).
+        let is_bind = opts.bind || typ == "bind";
+        let src = m.source().clone().map(|s| if s.is_absolute() || !is_bind { s } else { cfg.bundle.join(s) });
         let dest = under(&cfg.rootfs, m.destination());
         mount_one(cfg, &typ, src.as_deref(), &dest, &opts)?;
     }
-    setup_dev(&cfg.rootfs, &cfg.spec)
+    super::dev::setup_dev(&cfg.rootfs, &cfg.spec)
 }
 
 fn mount_rootfs(cfg: &InitConfig) -> Result<(), Error> {
@@ -183,23 +185,18 @@ fn mount_one(cfg: &InitConfig, typ: &str, src: Option<&Path>, dest: &Path, o: &M
     Ok(())
 }
 
-/// A `cgroup` mount: cgroup2 on a v2 node; a read-only rbind of the host's
-/// cgroup root on a v1 node.
+/// A `cgroup` mount: cgroup2 on a v2 node; on a v1 node, like runc, a tmpfs
+/// holding one read-only bind of the container's own cgroup per hierarchy.
 fn mount_cgroup(cfg: &InitConfig, dest: &Path, o: &MountOptions) -> Result<(), Error> {
     make_target(dest, true)?;
     match cfg.cgroup_mode {
         Mode::V2 => mount(Some("cgroup2"), dest, Some("cgroup2"), o.flags, NONE)
             .map_err(sys("mount cgroup2", dest.display())),
-        Mode::V1 => {
-            mount(Some(&cfg.cgroup_root), dest, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE)
-                .map_err(sys("bind-mount cgroup root", dest.display()))?;
-            mount(NONE, dest, NONE, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, NONE)
-                .map_err(sys("remount read-only", dest.display()))
-        }
+        Mode::V1 => super::dev::mount_cgroup_v1(cfg, dest, o),
     }
 }
 
-fn make_target(dest: &Path, dir: bool) -> Result<(), Error> {
+pub(super) fn make_target(dest: &Path, dir: bool) -> Result<(), Error> {
     if dir {
         fs::create_dir_all(dest).map_err(io("create mount point", dest))
     } else {
@@ -211,47 +208,6 @@ fn make_target(dest: &Path, dir: bool) -> Result<(), Error> {
         }
         Ok(())
     }
-}
-
-/// Device nodes (bind-mounted from the host), /dev symlinks, spec devices.
-fn setup_dev(rootfs: &Path, spec: &Spec) -> Result<(), Error> {
-    let dev = under(rootfs, Path::new("/dev"));
-    fs::create_dir_all(&dev).map_err(io("create", &dev))?;
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let host = Path::new("/dev").join(name);
-        let target = under(rootfs, &host);
-        make_target(&target, false)?;
-        mount(Some(&host), &target, NONE, MsFlags::MS_BIND, NONE)
-            .map_err(sys("bind-mount device", format!("{} on {}", host.display(), target.display())))?;
-    }
-    let links = [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ];
-    for (name, to) in links {
-        let l = dev.join(name);
-        if fs::symlink_metadata(&l).is_err() {
-            symlink(to, &l).map_err(io("symlink", &l))?;
-        }
-    }
-    if dev.join("pts/ptmx").exists() && fs::symlink_metadata(dev.join("ptmx")).is_err() {
-        symlink("pts/ptmx", dev.join("ptmx")).map_err(io("symlink", &dev.join("ptmx")))?;
-    }
-    let devices = spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default();
-    for d in devices {
-        let target = under(rootfs, d.path());
-        make_target(&target, false)?;
-        let host = d.path();
-        if host.exists() {
-            mount(Some(host), &target, NONE, MsFlags::MS_BIND, NONE)
-                .map_err(sys("bind-mount device", target.display()))?;
-        } else {
-            return Err(Error::Invalid(format!("device {} does not exist on the host", host.display())));
-        }
-    }
-    Ok(())
 }
 
 /// pivot_root into the rootfs and detach the old root.
@@ -295,6 +251,7 @@ pub fn finish_rootfs(spec: &Spec) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::symlink;
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()

@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Longest line emitted as one entry; longer lines are split with the `P` tag.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -71,10 +71,70 @@ pub fn open_log(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Writes entries, ignoring errors (a full disk must not kill the monitor).
-pub fn write_entries(f: &mut File, data: &[u8]) {
-    if !data.is_empty() {
-        let _ = f.write_all(data);
+/// Default size at which the container log is rotated (like the kubelet's
+/// `containerLogMaxSize`).
+pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024;
+/// Default number of log files kept, the live one included
+/// (`containerLogMaxFiles`).
+pub const DEFAULT_MAX_FILES: u32 = 5;
+
+/// The CRI log file with size-based rotation: when a write would take the file
+/// past `max_size`, `<path>` becomes `<path>.1` (older ones shift up to
+/// `<path>.<max_files-1>`, the oldest is dropped) and a new `<path>` is started.
+/// Entries are never split across files.
+#[derive(Debug)]
+pub struct LogWriter {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+}
+
+impl LogWriter {
+    /// Opens `path` for appending; `max_size` 0 disables rotation.
+    pub fn open(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<Self> {
+        let file = open_log(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self { path: path.to_path_buf(), file, size, max_size, max_files: max_files.max(1) })
+    }
+
+    /// Writes entries, rotating first if needed; errors are ignored (a full
+    /// disk must not kill the monitor).
+    pub fn write(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.max_size > 0 && self.size > 0 && self.size + data.len() as u64 > self.max_size {
+            self.rotate();
+        }
+        if self.file.write_all(data).is_ok() {
+            self.size += data.len() as u64;
+        }
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    }
+
+    fn rotate(&mut self) {
+        if self.max_files <= 1 {
+            let _ = self.file.set_len(0);
+            self.size = 0;
+            return;
+        }
+        let last = self.max_files - 1;
+        let _ = std::fs::remove_file(self.rotated(last));
+        for n in (1..last).rev() {
+            let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+        }
+        let _ = std::fs::rename(&self.path, self.rotated(1));
+        if let Ok(f) = open_log(&self.path) {
+            self.file = f;
+            self.size = 0;
+        }
     }
 }
 
@@ -93,5 +153,21 @@ mod tests {
         let big = vec![b'x'; MAX_LINE + 1];
         let out = String::from_utf8(b.push(&big, ts)).unwrap();
         assert!(out.starts_with(&format!("{ts} stdout P xxx")));
+    }
+
+    #[test]
+    fn rotation_by_size() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.log");
+        let mut w = LogWriter::open(&p, 100, 3).unwrap();
+        let line = vec![b'a'; 60];
+        for _ in 0..5 {
+            w.write(&line);
+        }
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(size(&p), 60);
+        assert_eq!(size(&d.path().join("c.log.1")), 60);
+        assert_eq!(size(&d.path().join("c.log.2")), 60);
+        assert!(!d.path().join("c.log.3").exists());
     }
 }

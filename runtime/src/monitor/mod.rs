@@ -1,15 +1,35 @@
 //! The per-container monitor (what containerd-shim is to a Kubernetes node): the
 //! container's parent and reaper, owner of its log file and of its exit status.
 //!
-//! `create` forks twice (the middle process calls setsid and exits) so the monitor
-//! is detached from the caller; the monitor makes the cgroup, forks the init (after
-//! unsharing the pid namespace so the init is PID 1), puts it in the cgroup, waits
-//! for it to report "ready" (or an error, which `create` prints), then waits for
-//! `start` on the exec FIFO, pumps logs, reaps the init and records its exit.
+//! `create` forks the monitor, which starts its own session and outlives the
+//! caller; the monitor becomes a child subreaper, makes the cgroup, forks the init
+//! (after unsharing the pid namespace so the init is PID 1), puts it in the
+//! cgroup, waits for it to report "ready" (or an error, which `create` prints),
+//! then waits for `start` on its start socket, pumps logs, reaps the init (and any
+//! orphan re-parented to it) and records the exit. Every wait is event-driven
+//! (pipes, the socket and a pidfd of the init in one poll), never a sleep.
+//!
+//! Zombies: PID 1 of the container is the user's process itself (as with runc
+//! without `--init`); it reaps its own children. The monitor is a subreaper for
+//! processes that leave the container's pid namespace tree (e.g. a container
+//! that shares the host's or a pod's pid namespace).
+//!
+//! The runtime binary and CVE-2019-5736: the init and `exec`'s helper are
+//! forks of the runtime binary, so until they exec, a process in the container
+//! could reach that binary through /proc/<pid>/exe (or a `#!/proc/self/exe`
+//! entrypoint). runc was overwritten because it exited while the container lived
+//! and the write-open then succeeded. Here the monitor, itself running the
+//! runtime binary, lives as long as any process of the container can (it exits
+//! after the init, whose death kills its pid namespace), and the kernel refuses
+//! to open a file that a live process executes for writing (ETXTBSY, checked by
+//! the tests). We chose this over re-executing from a sealed memfd copy, which
+//! would copy the ~12 MB binary for every container; the limit is a container
+//! that shares the host pid namespace and outlives every monitor on the node.
 #![allow(unsafe_code)]
 
 pub mod log;
 mod run;
+mod spawn;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -61,27 +81,19 @@ pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<ContainerState
 }
 
 fn create_in(store: &StateStore, dir: &Path, opts: &CreateOptions) -> Result<ContainerState, Error> {
-    let fifo = dir.join(state::EXEC_FIFO);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(sys("mkfifo exec.fifo"))?;
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-    // SAFETY: the runtime binary is single-threaded here; the child only forks
-    // again or exits.
+    // One fork: the monitor starts its own session and outlives this process
+    // (it is re-parented to the nearest subreaper or init when `create` exits).
+    // SAFETY: the runtime binary is single-threaded here.
     match unsafe { fork() }.map_err(sys("fork monitor"))? {
         ForkResult::Child => {
             drop(r);
             let _ = nix::unistd::setsid();
-            // SAFETY: still single-threaded.
-            match unsafe { fork() } {
-                Ok(ForkResult::Child) => {
-                    let code = run::monitor_main(store, dir, opts, w);
-                    std::process::exit(code)
-                }
-                _ => std::process::exit(0),
-            }
+            let code = run::monitor_main(store, dir, opts, w);
+            std::process::exit(code)
         }
-        ForkResult::Parent { child } => {
+        ForkResult::Parent { .. } => {
             drop(w);
-            let _ = nix::sys::wait::waitpid(child, None);
             let msg = read_all(r.as_fd());
             let msg = msg.trim();
             if msg == "ok" {
@@ -111,16 +123,7 @@ pub(crate) fn read_all(fd: std::os::fd::BorrowedFd<'_>) -> String {
 
 /// Closes every fd above 2 that is not in `keep` (fds the caller leaked to us).
 pub(crate) fn close_other_fds(keep: &[RawFd]) {
-    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else { return };
-    let fds: Vec<RawFd> = rd
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-        .collect();
-    for fd in fds {
-        if fd > 2 && !keep.contains(&fd) {
-            let _ = nix::unistd::close(fd);
-        }
-    }
+    crate::sys::close_fds_except(keep);
 }
 
 /// Moves an fd above 2 (so dup2 onto stdio cannot clobber it).

@@ -1,22 +1,24 @@
 //! The monitor process body: cgroup, init fork, readiness, start, logs, exit.
 #![allow(unsafe_code)]
 
-use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use super::log::{open_log, timestamp, write_entries, StreamBuf};
+use super::log::{timestamp, LogWriter, StreamBuf};
+use super::spawn::{enter_pid_ns, init_main, read_line, ChildFds};
 use super::{above_stdio, close_other_fds, CreateOptions};
 use crate::cgroups::{Cgroup, Resources};
 use crate::init::{self, InitConfig};
 use crate::state::{self, now_rfc3339, ContainerState, StateStore, Status};
+use crate::sys;
 
 /// Runs the monitor; `result` receives `ok` or `error: ...` for `create`.
 pub fn monitor_main(store: &StateStore, dir: &Path, opts: &CreateOptions, result: OwnedFd) -> i32 {
@@ -24,6 +26,9 @@ pub fn monitor_main(store: &StateStore, dir: &Path, opts: &CreateOptions, result
     close_other_fds(&[result.as_raw_fd()]);
     redirect_stdio(opts.log_file.as_deref());
     let _ = nix::unistd::chdir("/");
+    if let Err(e) = sys::set_child_subreaper() {
+        tracing::warn!(error = %e, "cannot become a child subreaper");
+    }
     match Monitor::start(store, dir, opts) {
         Ok(mut m) => {
             init::send(result.as_fd(), "ok\n");
@@ -45,7 +50,7 @@ fn redirect_stdio(log: Option<&Path>) {
         let _ = nix::unistd::dup2_stdin(null);
         let _ = nix::unistd::dup2_stdout(null);
     }
-    let logf = log.and_then(|p| open_log(p).ok());
+    let logf = log.and_then(|p| super::log::open_log(p).ok());
     match (logf, &null) {
         (Some(f), _) => {
             let _ = nix::unistd::dup2_stderr(&f);
@@ -67,22 +72,20 @@ struct Monitor {
     cgroup: Cgroup,
     oom_baseline: u64,
     child: Pid,
-    fifo: OwnedFd,
+    /// pidfd of the init: readable when it exits.
+    child_fd: Option<OwnedFd>,
+    /// `start` connects here; dropped once started.
+    listener: Option<UnixListener>,
+    /// The `start` caller waiting for the outcome.
+    start_conn: Option<UnixStream>,
     go_w: Option<OwnedFd>,
     sync_r: Option<OwnedFd>,
     out_r: Option<OwnedFd>,
     err_r: Option<OwnedFd>,
-    log: Option<File>,
+    log: Option<LogWriter>,
     start_error: Option<String>,
 }
 
-/// The init-side ends of the pipes.
-struct ChildFds {
-    go_r: OwnedFd,
-    sync_w: OwnedFd,
-    out_w: OwnedFd,
-    err_w: OwnedFd,
-}
 
 impl Monitor {
     fn start(store: &StateStore, dir: &Path, opts: &CreateOptions) -> Result<Self, String> {
@@ -104,11 +107,12 @@ impl Monitor {
         };
         cgroup.apply(&res).map_err(|e| fail(e.to_string()))?;
         let oom_baseline = cgroup.oom_kill_count();
-        let fifo_path = dir.join(state::EXEC_FIFO);
-        let fifo = nix::fcntl::open(&fifo_path, OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .map_err(|e| fail(format!("open {}: {e}", fifo_path.display())))?;
+        let (_dirfd, sock_path) = sys::sock_path(dir, sys::START_SOCK).map_err(|e| fail(format!("start socket in {}: {e}", dir.display())))?;
+        let listener = UnixListener::bind(&sock_path).map_err(|e| fail(format!("bind {}: {e}", dir.join(sys::START_SOCK).display())))?;
+        listener.set_nonblocking(true).map_err(|e| fail(format!("start socket: {e}")))?;
         let log_path = b.log_path().unwrap_or_else(|| dir.join("container.log"));
-        let log = open_log(&log_path).map_err(|e| fail(format!("open log {}: {e}", log_path.display())))?;
+        let log = LogWriter::open(&log_path, b.log_max_size(), b.log_max_files())
+            .map_err(|e| fail(format!("open log {}: {e}", log_path.display())))?;
         let (go_r, go_w) = pipe().map_err(&fail)?;
         let (sync_r, sync_w) = pipe().map_err(&fail)?;
         let (out_r, out_w) = pipe().map_err(&fail)?;
@@ -122,11 +126,12 @@ impl Monitor {
             state_dir: dir.to_path_buf(),
             cgroup_root: opts.cgroup_root.clone(),
             cgroup_mode: opts.cgroup_mode,
+            cgroups_path: cg_path.clone(),
         };
         // SAFETY: the monitor is single-threaded.
         let child = match unsafe { fork() }.map_err(|e| fail(format!("fork init: {e}")))? {
             ForkResult::Child => {
-                drop((fifo, go_w, sync_r, out_r, err_r, log));
+                drop((listener, go_w, sync_r, out_r, err_r, log));
                 // The create caller's result pipe must not stay open in the init.
                 let keep = [go_r.as_raw_fd(), sync_w.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
                 close_other_fds(&keep);
@@ -141,7 +146,9 @@ impl Monitor {
             cgroup,
             oom_baseline,
             child,
-            fifo,
+            child_fd: sys::pidfd_open(child.as_raw()),
+            listener: Some(listener),
+            start_conn: None,
             go_w: Some(go_w),
             sync_r: Some(sync_r),
             out_r: Some(out_r),
@@ -176,7 +183,7 @@ impl Monitor {
         self.store.save(&self.state).map_err(|e| e.to_string())
     }
 
-    /// The monitor loop until the init exits.
+    /// The monitor loop until the init exits and its output is drained.
     fn supervise(&mut self) {
         let mut outb = StreamBuf::new("stdout");
         let mut errb = StreamBuf::new("stderr");
@@ -184,46 +191,79 @@ impl Monitor {
         let mut drain_deadline: Option<Instant> = None;
         loop {
             if exit.is_none() {
-                exit = match waitpid(self.child, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Some(s),
-                    Err(nix::errno::Errno::ECHILD) => Some(WaitStatus::Exited(self.child, 255)),
-                    _ => None,
-                };
+                exit = self.reap();
                 if exit.is_some() {
+                    self.child_fd = None;
                     drain_deadline = Some(Instant::now() + Duration::from_secs(2));
                 }
+            } else {
+                let _ = self.reap();
             }
             let pipes_open = self.out_r.is_some() || self.err_r.is_some() || self.sync_r.is_some();
-            if exit.is_some() && (!pipes_open || drain_deadline.is_some_and(|d| Instant::now() > d)) {
-                break;
-            }
-            self.poll_once(&mut outb, &mut errb);
+            let timeout = match drain_deadline {
+                Some(d) if !pipes_open || Instant::now() >= d => break,
+                Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::ZERO),
+                // Without a pidfd (old kernel) fall back to a periodic waitpid.
+                None if self.child_fd.is_none() => PollTimeout::from(100u16),
+                None => PollTimeout::NONE,
+            };
+            self.poll_once(&mut outb, &mut errb, timeout);
         }
         let ts = timestamp();
         if let Some(f) = self.log.as_mut() {
-            write_entries(f, &outb.finish(&ts));
-            write_entries(f, &errb.finish(&ts));
+            f.write(&outb.finish(&ts));
+            f.write(&errb.finish(&ts));
         }
         if let Some(st) = exit {
             self.record_exit(st);
         }
+        if let Some(mut c) = self.start_conn.take() {
+            let msg = self.start_error.clone().unwrap_or_else(|| "container exited before it started".into());
+            let _ = writeln!(c, "error: {msg}");
+        }
     }
 
-    fn poll_once(&mut self, outb: &mut StreamBuf, errb: &mut StreamBuf) {
-        let mut which: Vec<u8> = Vec::new();
-        let mut fds: Vec<PollFd> = Vec::new();
-        let entries = [(0u8, Some(&self.fifo)), (1, self.sync_r.as_ref()), (2, self.out_r.as_ref()), (3, self.err_r.as_ref())];
+    /// Reaps every exited child (orphans re-parented to this subreaper too);
+    /// returns the init's status once it exited.
+    fn reap(&self) -> Option<WaitStatus> {
+        let mut init_exit = None;
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(s @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, ..))) => {
+                    if p == self.child {
+                        init_exit = Some(s);
+                    }
+                }
+                Ok(WaitStatus::StillAlive) => return init_exit,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return init_exit.or(Some(WaitStatus::Exited(self.child, 255))),
+            }
+        }
+    }
+
+    fn poll_once(&mut self, outb: &mut StreamBuf, errb: &mut StreamBuf, timeout: PollTimeout) {
+        const LISTEN: u8 = 0;
+        const SYNC: u8 = 1;
+        const OUT: u8 = 2;
+        const ERR: u8 = 3;
+        const CHILD: u8 = 4;
+        let mut which: Vec<u8> = Vec::with_capacity(5);
+        let mut fds: Vec<PollFd> = Vec::with_capacity(5);
+        if let (Some(l), true) = (&self.listener, self.go_w.is_some() || self.start_conn.is_none()) {
+            which.push(LISTEN);
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        let entries = [(SYNC, self.sync_r.as_ref()), (OUT, self.out_r.as_ref()), (ERR, self.err_r.as_ref()), (CHILD, self.child_fd.as_ref())];
         for (k, fd) in entries {
             if let Some(fd) = fd {
-                if k == 0 && self.go_w.is_none() {
-                    continue;
-                }
                 which.push(k);
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
             }
         }
-        if poll(&mut fds, PollTimeout::from(200u16)).unwrap_or(0) <= 0 {
-            return;
+        match poll(&mut fds, timeout) {
+            Ok(n) if n > 0 => {}
+            _ => return,
         }
         let ready: Vec<u8> = which
             .iter()
@@ -234,19 +274,29 @@ impl Monitor {
         drop(fds);
         for k in ready {
             match k {
-                0 => self.on_start(),
-                1 => self.on_sync(),
-                2 => Self::on_output(&mut self.out_r, outb, &mut self.log),
-                _ => Self::on_output(&mut self.err_r, errb, &mut self.log),
+                LISTEN => self.on_start(),
+                SYNC => self.on_sync(),
+                OUT => Self::on_output(&mut self.out_r, outb, &mut self.log),
+                ERR => Self::on_output(&mut self.err_r, errb, &mut self.log),
+                _ => {} // the init exited: reaped at the top of the loop
             }
         }
     }
 
+    /// A `start` caller connected: release the init to exec. The answer is
+    /// sent when the exec succeeded (sync pipe closed) or failed.
     fn on_start(&mut self) {
-        let mut b = [0u8; 64];
-        let _ = nix::unistd::read(self.fifo.as_fd(), &mut b);
-        if let Some(go) = self.go_w.take() {
-            init::send(go.as_fd(), "s");
+        let Some(l) = &self.listener else { return };
+        let Ok((mut conn, _)) = l.accept() else { return };
+        let _ = conn.set_nonblocking(false);
+        match self.go_w.take() {
+            Some(go) => {
+                init::send(go.as_fd(), "s");
+                self.start_conn = Some(conn);
+            }
+            None => {
+                let _ = writeln!(conn, "error: container was already started");
+            }
         }
     }
 
@@ -260,16 +310,24 @@ impl Monitor {
                     self.state.started_at = Some(now_rfc3339());
                     self.state.status = Status::Running;
                     let _ = self.store.save(&self.state);
+                    if let Some(mut c) = self.start_conn.take() {
+                        let _ = c.write_all(b"ok\n");
+                    }
+                    self.listener = None;
                 }
             }
             Ok(n) => {
                 let msg = String::from_utf8_lossy(&b[..n]).trim().to_string();
-                self.start_error = Some(msg.strip_prefix("error: ").unwrap_or(&msg).to_string());
+                let msg = msg.strip_prefix("error: ").unwrap_or(&msg).to_string();
+                if let Some(mut c) = self.start_conn.take() {
+                    let _ = writeln!(c, "error: {msg}");
+                }
+                self.start_error = Some(msg);
             }
         }
     }
 
-    fn on_output(fd: &mut Option<OwnedFd>, buf: &mut StreamBuf, log: &mut Option<File>) {
+    fn on_output(fd: &mut Option<OwnedFd>, buf: &mut StreamBuf, log: &mut Option<LogWriter>) {
         let Some(f) = fd else { return };
         let mut b = [0u8; 8192];
         match nix::unistd::read(f.as_fd(), &mut b) {
@@ -277,7 +335,7 @@ impl Monitor {
             Ok(n) => {
                 let entries = buf.push(&b[..n], &timestamp());
                 if let Some(l) = log.as_mut() {
-                    write_entries(l, &entries);
+                    l.write(&entries);
                 }
             }
         }
@@ -333,62 +391,5 @@ fn initial_state(opts: &CreateOptions, pid: i32, leaves: Vec<std::path::PathBuf>
         init_start_time: 0,
         cgroup_paths: leaves,
         cgroups_path: cg_path.to_string(),
-    }
-}
-
-/// Joins the pid namespace given by path, or unshares a new one, so the next
-/// fork is in it (the init becomes PID 1 of a new namespace).
-fn enter_pid_ns(spec: &oci_spec::runtime::Spec) -> Result<(), String> {
-    for (flag, path) in init::namespaces(spec).map_err(|e| e.to_string())? {
-        if flag != CloneFlags::CLONE_NEWPID {
-            continue;
-        }
-        return match path {
-            Some(p) => init::join_ns(&p, flag).map_err(|e| e.to_string()),
-            None => nix::sched::unshare(flag).map_err(|e| format!("unshare pid namespace: {e}")),
-        };
-    }
-    Ok(())
-}
-
-fn read_line(fd: std::os::fd::BorrowedFd<'_>) -> String {
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    loop {
-        match nix::unistd::read(fd, &mut b) {
-            Ok(1) if b[0] == b'\n' => break,
-            Ok(1) => out.push(b[0]),
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The init child: stdio, wait for the cgroup, setup, ready, wait for start, exec.
-fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
-    if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty()) {
-        let _ = nix::unistd::dup2_stdin(&null);
-    }
-    let _ = nix::unistd::dup2_stdout(&fds.out_w);
-    let _ = nix::unistd::dup2_stderr(&fds.err_w);
-    drop((fds.out_w, fds.err_w));
-    if !init::wait_byte(fds.go_r.as_fd()) {
-        std::process::exit(1);
-    }
-    match init::setup(cfg) {
-        Ok(exec) => {
-            init::send(fds.sync_w.as_fd(), "ready\n");
-            if !init::wait_byte(fds.go_r.as_fd()) {
-                std::process::exit(1);
-            }
-            let e = exec.exec();
-            init::send(fds.sync_w.as_fd(), &format!("error: {e}\n"));
-            std::process::exit(127)
-        }
-        Err(e) => {
-            init::send(fds.sync_w.as_fd(), &format!("error: {e}\n"));
-            std::process::exit(1)
-        }
     }
 }
