@@ -21,6 +21,7 @@ pub mod resources;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod testing;
 pub mod watch;
 
 pub use server::{run, run_with_listener, Config, Error};

@@ -10,33 +10,11 @@ use minion_proxy::{Config, RecordingApplier};
 use serde_json::json;
 
 async fn start_apiserver(dir: &std::path::Path) -> (u16, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = minion_apiserver::Config {
-        listen: listener.local_addr().unwrap(),
-        data_dir: dir.join("api"),
-        advertise_address: None,
-    };
-    std::fs::create_dir_all(dir.join("api")).unwrap();
-    tokio::spawn(async move {
-        let _ = minion_apiserver::run_with_listener(listener, config, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    (port, tx)
+    minion_apiserver::testing::start_local(dir).await.expect("start the API server")
 }
 
 fn write_kubeconfig(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-         users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
-         current-context: c\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    minion_apiserver::testing::write_kubeconfig(dir, port).expect("write a kubeconfig")
 }
 
 /// Polls (bounded) until the last applied ruleset satisfies `pred`.

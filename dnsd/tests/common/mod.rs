@@ -10,34 +10,12 @@ use std::time::{Duration, Instant};
 
 /// Starts minion-apiserver in-process on 127.0.0.1:0; returns its port and a stopper.
 pub async fn start_apiserver(dir: &Path) -> (u16, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = minion_apiserver::Config {
-        listen: listener.local_addr().unwrap(),
-        data_dir: dir.join("api"),
-        advertise_address: None,
-    };
-    std::fs::create_dir_all(dir.join("api")).unwrap();
-    tokio::spawn(async move {
-        let _ = minion_apiserver::run_with_listener(listener, config, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    (port, tx)
+    minion_apiserver::testing::start_local(dir).await.expect("start the API server")
 }
 
 /// A kubeconfig for http://127.0.0.1:`port`.
 pub fn write_kubeconfig(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join(format!("kubeconfig-{port}"));
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-         users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
-         current-context: c\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    minion_apiserver::testing::write_kubeconfig(dir, port).expect("write a kubeconfig")
 }
 
 /// A port free for UDP and TCP on `ip` (probe; a small race is accepted).
