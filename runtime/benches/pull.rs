@@ -5,13 +5,13 @@
 //! (download to an OCI layout, then unpack to a rootfs). Same run, alternating,
 //! medians and the ratio ours/peer.
 
-#[path = "../tests/common/oci_fixture.rs"]
-mod oci_fixture;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use oci_fixture::{build_image_with, push, Netns, Registry};
+use common::oci_fixture::{build_image_with, push, Netns, Registry};
 
 const BIN: &str = env!("CARGO_BIN_EXE_minion-runtime");
 const ROUNDS: usize = 5;

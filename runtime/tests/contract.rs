@@ -3,32 +3,18 @@
 //! container, of the pids and cpu limits, and a comparison with runc: the same
 //! bundle under runc and minion-runtime must look the same from inside.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{require_root, unique};
 use serde_json::{json, Value};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 const BIN: &str = env!("CARGO_BIN_EXE_minion-runtime");
-
-fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("privileged test needs root (CI is set, refusing to skip)");
-    }
-    eprintln!("skipping privileged test: not root");
-    false
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
-}
 
 /// A busybox rootfs bundle (no image store) and a state root; `bin` is the
 /// runtime (ours or runc). Deletes the container and its cgroups on drop.

@@ -2,33 +2,18 @@
 //! real namespaces, overlayfs, pivot_root, cgroups v1 (and the v2 mount of this
 //! hybrid host), logs, exit codes, OOM, netns. Root required (see require_root).
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{require_root, unique};
 use serde_json::{json, Value};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 const BIN: &str = env!("CARGO_BIN_EXE_minion-runtime");
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// Root is needed; without it skip, unless CI is set (then fail).
-fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("privileged test needs root (CI is set, refusing to skip)");
-    }
-    eprintln!("skipping privileged test: not root");
-    false
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
-}
 
 /// A state root, image store, busybox image and bundle; cleans up on drop.
 struct Fixture {

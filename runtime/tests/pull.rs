@@ -10,7 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::oci_fixture::{build_image, push, push_as, wrap_in_index, require_root, require_tools, unique, Netns, Registry};
+use common::oci_fixture::{build_image, push, push_as, require_tools, wrap_in_index, Netns, Registry};
+use common::{require_root, unique};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_minion-runtime");

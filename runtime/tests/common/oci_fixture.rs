@@ -5,33 +5,15 @@
 #![allow(dead_code)]
 
 use std::fs;
+
+use super::unique;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A unique name (pid + counter).
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
-}
-
-/// Root is needed; without it skip, unless CI is set (then fail).
-pub fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("privileged test needs root (CI is set, refusing to skip)");
-    }
-    eprintln!("skipping privileged test: not root");
-    false
-}
 
 /// The tools the registry tests drive; missing ones skip (or fail under CI).
 pub fn require_tools() -> bool {
