@@ -3,179 +3,44 @@
 //! real iptables-restore inside the node namespace, and curl to the ClusterIP from the
 //! node namespace must reach the pods. Nothing touches the host's network namespace.
 
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{cfg, require_root, Lab};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use minion_proxy::applier::IptablesApplier;
 use minion_proxy::names::{endpoint_chain, service_chain, Protocol, ServicePortName};
-use minion_proxy::{RenderConfig, Snapshot, Syncer};
+use minion_proxy::{Snapshot, Syncer};
 use serde_json::json;
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// True when running as root; skips (false) otherwise, or panics when `CI` is set.
-fn require_root() -> bool {
-    let out = Command::new("id").arg("-u").output().expect("run id -u");
-    if String::from_utf8_lossy(&out.stdout).trim() == "0" {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("privileged test needs root (CI is set, refusing to skip)");
-    }
-    eprintln!("skipping: privileged test needs root");
-    false
+/// A pod serving `body` on :8080; returns its IP.
+fn web_pod(lab: &mut Lab, body: &str) -> String {
+    let ip = lab.add_pod();
+    lab.start_httpd(lab.pods.len() - 1, body);
+    ip
 }
 
-fn run(argv: &[String]) -> Output {
-    Command::new(&argv[0])
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"))
+/// curl from the node namespace: Ok(body) or Err(curl's exit code).
+fn curl(lab: &Lab, url: &str) -> Result<String, i32> {
+    lab.curl(&lab.node, url)
 }
 
-fn ok(argv: &[String]) -> String {
-    let out = run(argv);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{argv:?} failed: {err}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The KUBE-SVC-/KUBE-SEP- chains that exist in the node's nat table.
+fn per_service_chains(lab: &Lab) -> Vec<String> {
+    lab.node_ok("iptables -w -t nat -S")
+        .lines()
+        .filter_map(|l| l.strip_prefix("-N "))
+        .filter(|c| c.starts_with("KUBE-SVC-") || c.starts_with("KUBE-SEP-"))
+        .map(String::from)
+        .collect()
 }
 
-/// Splits a command line on whitespace (no quoting needed in these tests).
-fn words(cmd: &str) -> Vec<String> {
-    cmd.split_whitespace().map(String::from).collect()
-}
-
-/// A node namespace, pod namespaces with their httpds, and a temp dir; all removed
-/// on drop, httpds killed by pid.
-struct Lab {
-    node: String,
-    pods: Vec<String>,
-    httpds: Vec<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in &mut self.httpds {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for ns in self.pods.iter().chain([&self.node]) {
-            let _ = run(&words(&format!("ip netns del {ns}")));
-        }
-    }
-}
-
-impl Lab {
-    /// The node namespace, with lo up and the service CIDR routed into veth0 (the
-    /// route only exists once pod 0 is added).
-    fn new() -> Lab {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let lab = Lab {
-            node: format!("mtest-proxy-{}-{n}", std::process::id()),
-            pods: Vec::new(),
-            httpds: Vec::new(),
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        ok(&words(&format!("ip netns add {}", lab.node)));
-        ok(&words(&format!("ip -n {} link set lo up", lab.node)));
-        lab
-    }
-
-    /// Pod `i`: namespace `<node>-pod<i>`, node side veth<i> 10.244.<i>.1/24, pod
-    /// side eth0 10.244.<i>.2/24 serving `body` on :8080. Returns the pod IP.
-    fn add_pod(&mut self, body: &str) -> String {
-        let i = self.pods.len();
-        let (node, pod) = (self.node.clone(), format!("{}-pod{i}", self.node));
-        ok(&words(&format!("ip netns add {pod}")));
-        self.pods.push(pod.clone());
-        for cmd in [
-            format!("ip -n {pod} link set lo up"),
-            format!("ip -n {node} link add veth{i} type veth peer name eth0 netns {pod}"),
-            format!("ip -n {node} addr add 10.244.{i}.1/24 dev veth{i}"),
-            format!("ip -n {node} link set veth{i} up"),
-            format!("ip -n {pod} addr add 10.244.{i}.2/24 dev eth0"),
-            format!("ip -n {pod} link set eth0 up"),
-            format!("ip -n {pod} route add default via 10.244.{i}.1"),
-        ] {
-            ok(&words(&cmd));
-        }
-        if i == 0 {
-            ok(&words(&format!(
-                "ip -n {node} route add 10.96.0.0/12 dev veth0"
-            )));
-        }
-        self.start_httpd(&pod, i, body);
-        format!("10.244.{i}.2")
-    }
-
-    fn start_httpd(&mut self, pod: &str, i: usize, body: &str) {
-        let www = self.dir.path().join(format!("www{i}"));
-        std::fs::create_dir_all(&www).unwrap();
-        std::fs::write(www.join("index.html"), body).unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", pod, "busybox", "httpd", "-f", "-p", "8080", "-h",
-            ])
-            .arg(&www)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn busybox httpd");
-        self.httpds.push(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.curl(&format!("http://10.244.{i}.2:8080/")).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("httpd in {pod} did not come up");
-    }
-
-    fn node_ok(&self, cmd: &str) -> String {
-        ok(&words(&format!("ip netns exec {} {cmd}", self.node)))
-    }
-
-    /// curl from the node namespace: Ok(body) or Err(curl's exit code).
-    fn curl(&self, url: &str) -> Result<String, i32> {
-        let out = run(&words(&format!(
-            "ip netns exec {} curl -sS --max-time 5 {url}",
-            self.node
-        )));
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(out.status.code().unwrap_or(-1))
-        }
-    }
-
-    fn applier(&self) -> IptablesApplier {
-        IptablesApplier::new("iptables-restore".into(), "iptables".into())
-            .with_prefix(words(&format!("ip netns exec {}", self.node)))
-    }
-
-    fn per_service_chains(&self) -> Vec<String> {
-        self.node_ok("iptables -w -t nat -S")
-            .lines()
-            .filter_map(|l| l.strip_prefix("-N "))
-            .filter(|c| c.starts_with("KUBE-SVC-") || c.starts_with("KUBE-SEP-"))
-            .map(String::from)
-            .collect()
-    }
-
-    /// Packet counter of the nat KUBE-SERVICES rule jumping to `target`.
-    fn services_counter(&self, target: &str) -> u64 {
-        let listing = self.node_ok("iptables -w -t nat -L KUBE-SERVICES -n -v -x");
-        let line = listing.lines().find(|l| l.contains(target));
-        let line = line.unwrap_or_else(|| panic!("no {target} in\n{listing}"));
-        line.split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
-    }
+/// Packet counter of the nat KUBE-SERVICES rule jumping to `target`.
+fn services_counter(lab: &Lab, target: &str) -> u64 {
+    let listing = lab.node_ok("iptables -w -t nat -L KUBE-SERVICES -n -v -x");
+    let line = listing.lines().find(|l| l.contains(target));
+    let line = line.unwrap_or_else(|| panic!("no {target} in\n{listing}"));
+    line.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0)
 }
 
 fn service(name: &str, ip: &str) -> Service {
@@ -208,13 +73,6 @@ fn snapshot(web_ips: Option<&[&str]>) -> Snapshot {
     s
 }
 
-fn cfg() -> RenderConfig {
-    RenderConfig {
-        cluster_cidr: "10.244.0.0/16".into(),
-        node_name: None,
-    }
-}
-
 fn web_port() -> ServicePortName {
     ServicePortName {
         namespace: "default".into(),
@@ -228,8 +86,8 @@ fn cluster_ip_reaches_pod_through_real_iptables() {
     if !require_root() {
         return;
     }
-    let mut lab = Lab::new();
-    let pod_ip = lab.add_pod("hello from the pod\n");
+    let mut lab = Lab::new("nat");
+    let pod_ip = web_pod(&mut lab, "hello from the pod\n");
     let mut syncer = Syncer::new(lab.applier(), cfg());
     let stats = syncer
         .sync(&snapshot(Some(&[&pod_ip])), true)
@@ -243,19 +101,18 @@ fn cluster_ip_reaches_pod_through_real_iptables() {
     );
     eprintln!("{}", lab.node_ok("iptables-save"));
 
-    let before = lab.services_counter(&svc_chain);
-    let body = lab
-        .curl("http://10.96.100.80:80/")
+    let before = services_counter(&lab, &svc_chain);
+    let body = curl(&lab, "http://10.96.100.80:80/")
         .expect("curl to the ClusterIP");
     assert_eq!(body, "hello from the pod\n");
     assert!(
-        lab.services_counter(&svc_chain) > before,
+        services_counter(&lab, &svc_chain) > before,
         "KUBE-SERVICES counter did not rise"
     );
     // A Service without endpoints is rejected (filter KUBE-SERVICES), not black-holed.
     let started = Instant::now();
     assert_eq!(
-        lab.curl("http://10.96.100.81:80/"),
+        curl(&lab, "http://10.96.100.81:80/"),
         Err(7),
         "expected connection refused"
     );
@@ -278,7 +135,7 @@ fn cluster_ip_reaches_pod_through_real_iptables() {
         "{output}"
     );
     assert_eq!(
-        lab.curl("http://10.96.100.80:80/").as_deref(),
+        curl(&lab, "http://10.96.100.80:80/").as_deref(),
         Ok("hello from the pod\n")
     );
 
@@ -287,7 +144,7 @@ fn cluster_ip_reaches_pod_through_real_iptables() {
         .sync(&snapshot(None), false)
         .expect("sync without web");
     assert_eq!(stats.chains_deleted, 2);
-    let left = lab.per_service_chains();
+    let left = per_service_chains(&lab);
     assert!(
         !left.contains(&svc_chain) && !left.contains(&sep_chain),
         "{left:?}"
@@ -300,15 +157,15 @@ fn statistic_rules_spread_connections_over_endpoints() {
     if !require_root() {
         return;
     }
-    let mut lab = Lab::new();
-    let a = lab.add_pod("pod-a\n");
-    let b = lab.add_pod("pod-b\n");
+    let mut lab = Lab::new("nat");
+    let a = web_pod(&mut lab, "pod-a\n");
+    let b = web_pod(&mut lab, "pod-b\n");
     let mut syncer = Syncer::new(lab.applier(), cfg());
     syncer.sync(&snapshot(Some(&[&a, &b])), true).expect("sync");
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
         seen.insert(
-            lab.curl("http://10.96.100.80:80/")
+            curl(&lab, "http://10.96.100.80:80/")
                 .expect("curl to the ClusterIP"),
         );
         if seen.len() == 2 {
@@ -325,7 +182,7 @@ fn statistic_rules_spread_connections_over_endpoints() {
     assert_eq!((stats.chains_written, stats.chains_deleted), (2, 1));
     for _ in 0..5 {
         assert_eq!(
-            lab.curl("http://10.96.100.80:80/").as_deref(),
+            curl(&lab, "http://10.96.100.80:80/").as_deref(),
             Ok("pod-b\n")
         );
     }
