@@ -159,80 +159,64 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
-/// Ensures the address is in the kube-dns Endpoints (creating them if missing).
-pub async fn register(client: &Client, reg: &Registration) -> Result<(), RegisterError> {
+/// What one read-modify-write of the kube-dns Endpoints should do.
+enum Edit {
+    /// Already as wanted.
+    Nothing,
+    /// The Endpoints do not exist yet.
+    Create(Endpoints),
+    /// Replace them (the object carries the resourceVersion that was read).
+    Replace(Endpoints),
+}
+
+/// Reads the kube-dns Endpoints, applies `edit`, writes the result, and starts over
+/// when someone else changed or deleted them in between, up to MAX_ATTEMPTS times.
+/// Returns whether it wrote.
+async fn edit_kube_dns(client: &Client, edit: impl Fn(Option<Endpoints>) -> Edit) -> Result<bool, RegisterError> {
     let api = api(client);
     for _ in 0..MAX_ATTEMPTS {
         let current = api
             .get_opt(KUBE_DNS_NAME)
             .await
-            .map_err(|source| RegisterError::Api {
-                action: "get",
-                source,
-            })?;
-        let result = match current {
-            None => api
-                .create(&PostParams::default(), &reg.new_endpoints())
-                .await
-                .map(drop),
-            Some(current) => match reg.add_to(current) {
-                None => return Ok(()),
-                Some(updated) => api
-                    .replace(KUBE_DNS_NAME, &PostParams::default(), &updated)
-                    .await
-                    .map(drop),
-            },
+            .map_err(|source| RegisterError::Api { action: "get", source })?;
+        let result = match edit(current) {
+            Edit::Nothing => return Ok(false),
+            Edit::Create(new) => api.create(&PostParams::default(), &new).await.map(drop),
+            Edit::Replace(updated) => api.replace(KUBE_DNS_NAME, &PostParams::default(), &updated).await.map(drop),
         };
         match result {
-            Ok(()) => {
-                tracing::info!(address = %reg.address, "registered in kube-system/kube-dns Endpoints");
-                return Ok(());
-            }
-            Err(e) if is_status(&e, 409) => tokio::time::sleep(RETRY_PAUSE).await,
-            Err(source) => {
-                return Err(RegisterError::Api {
-                    action: "write",
-                    source,
-                })
-            }
+            Ok(()) => return Ok(true),
+            // Changed (409) or deleted (404) between the read and the write: read again.
+            Err(e) if is_status(&e, 409) || is_status(&e, 404) => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(source) => return Err(RegisterError::Api { action: "write", source }),
         }
     }
     Err(RegisterError::Conflicts)
 }
 
+/// Ensures the address is in the kube-dns Endpoints (creating them if missing).
+pub async fn register(client: &Client, reg: &Registration) -> Result<(), RegisterError> {
+    let wrote = edit_kube_dns(client, |current| match current {
+        None => Edit::Create(reg.new_endpoints()),
+        Some(current) => reg.add_to(current).map_or(Edit::Nothing, Edit::Replace),
+    })
+    .await?;
+    if wrote {
+        tracing::info!(address = %reg.address, "registered in kube-system/kube-dns Endpoints");
+    }
+    Ok(())
+}
+
 /// Removes the address from the kube-dns Endpoints (nothing to do if absent).
 pub async fn deregister(client: &Client, reg: &Registration) -> Result<(), RegisterError> {
-    let api = api(client);
-    for _ in 0..MAX_ATTEMPTS {
-        let current = api
-            .get_opt(KUBE_DNS_NAME)
-            .await
-            .map_err(|source| RegisterError::Api {
-                action: "get",
-                source,
-            })?;
-        let Some(updated) = current.and_then(|c| reg.remove_from(c)) else {
-            return Ok(());
-        };
-        match api
-            .replace(KUBE_DNS_NAME, &PostParams::default(), &updated)
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(address = %reg.address, "removed from kube-system/kube-dns Endpoints");
-                return Ok(());
-            }
-            Err(e) if is_status(&e, 409) => tokio::time::sleep(RETRY_PAUSE).await,
-            Err(e) if is_status(&e, 404) => return Ok(()),
-            Err(source) => {
-                return Err(RegisterError::Api {
-                    action: "update",
-                    source,
-                })
-            }
-        }
+    let wrote = edit_kube_dns(client, |current| {
+        current.and_then(|c| reg.remove_from(c)).map_or(Edit::Nothing, Edit::Replace)
+    })
+    .await?;
+    if wrote {
+        tracing::info!(address = %reg.address, "removed from kube-system/kube-dns Endpoints");
     }
-    Err(RegisterError::Conflicts)
+    Ok(())
 }
 
 #[cfg(test)]
