@@ -331,8 +331,14 @@ fn teardown(t: &Topology, bin_dir: &Path) -> Result<(), LabError> {
     let daemons = process::load(&daemons_file(t));
     // Agents first, so nothing restarts containers while they are being removed.
     let (agents, others): (Vec<_>, Vec<_>) = daemons.iter().partition(|d| d.name.ends_with("/agent"));
-    for d in agents.iter().chain(others.iter()) {
-        d.stop(Duration::from_secs(10));
+    // Each group stops in parallel: dnsd, for one, keeps answering for its lameduck
+    // seconds after SIGTERM, and waiting for the daemons one by one adds those up.
+    for group in [agents, others] {
+        std::thread::scope(|scope| {
+            for d in group {
+                scope.spawn(move || d.stop(Duration::from_secs(10)));
+            }
+        });
     }
     let mut errors = Vec::new();
     for node in t.node_names() {
