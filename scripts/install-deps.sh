@@ -8,7 +8,7 @@ packages=(
   iproute2 iptables conntrack util-linux procps kmod
   busybox-static dnsutils sqlite3 python3 python3-venv
   runc crun containernetworking-plugins
-  nftables docker-registry skopeo umoci etcd-server dnsperf unbound
+  nftables docker-registry skopeo umoci dnsperf unbound
 )
 
 missing=()
