@@ -189,9 +189,10 @@ fn bench_backend(tag: &str, restore_bin: &str, iptables_bin: &str) {
         let start = Instant::now();
         let first = syncer.sync(&full, true).expect("first sync");
         println!(
-            "{tag:6} {n:>5} services: first sync {} ({} restores, {} rules)",
+            "{tag:6} {n:>5} services: first sync {} ({} restores, {} commits, {} rules)",
             ms(start.elapsed()),
             first.restores,
+            first.commits,
             first.rules
         );
         let text = render(&full, &cfg);

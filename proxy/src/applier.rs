@@ -228,7 +228,7 @@ pub enum Call {
 }
 
 /// In-memory fake: records calls and tracks nat chains declared (`:X`) and deleted
-/// (`-X X`) by applied inputs, like the kernel would.
+/// (`-X X`) by the nat sections of applied inputs, like the kernel would.
 #[derive(Debug, Clone, Default)]
 pub struct RecordingApplier {
     /// Everything called, in order.
@@ -274,9 +274,13 @@ impl RulesetApplier for RecordingApplier {
                 stderr: msg,
             });
         }
-        let nat = input.split("*nat\n").nth(1).unwrap_or("");
         let mut chains = self.nat_chains.lock().unwrap_or_else(|e| e.into_inner());
-        for line in nat.lines() {
+        let nat = input
+            .split("*nat\n")
+            .skip(1)
+            .flat_map(|section| section.split("COMMIT\n").next())
+            .flat_map(str::lines);
+        for line in nat {
             if let Some(decl) = line.strip_prefix(':') {
                 chains.insert(decl.split(' ').next().unwrap_or("").to_string());
             } else if let Some(del) = line.strip_prefix("-X ") {

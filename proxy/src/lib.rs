@@ -6,7 +6,8 @@
 //! `KUBE-EXT-<hash>` (→ `KUBE-SVL-<hash>`), `KUBE-MARK-MASQ`, `KUBE-POSTROUTING`,
 //! filter REJECTs — as pure functions ([`render`], [`names`]), and applied with
 //! `iptables-restore --noflush` ([`sync`], through the [`applier`] seam): one
-//! restore per sync, or on nft bounded batches for big syncs ([`backend`]). Stale
+//! restore per sync, on nft split into bounded transactions for big syncs
+//! ([`backend`]). Stale
 //! UDP conntrack entries are deleted ([`conntrack`]); `/metrics` and `/healthz` are
 //! served on request ([`metrics`]).
 
@@ -166,7 +167,7 @@ async fn sync_once<A: RulesetApplier + 'static>(
                 written = stats.chains_written,
                 skipped = stats.chains_skipped,
                 deleted = stats.chains_deleted,
-                restores = stats.restores,
+                commits = stats.commits,
                 rules = stats.rules,
                 "synced iptables rules"
             );

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::tests::{endpoints, service};
+use crate::names::endpoint_chain;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use serde_json::json;
 
@@ -319,4 +320,65 @@ fn session_affinity_client_ip_golden() {
         ],
     );
     assert!(got.contains(AFFINITY), "{got}");
+}
+
+#[test]
+fn several_ports_per_service_over_tcp_udp_and_sctp_get_their_own_chains() {
+    let snap = Snapshot {
+        services: vec![service(
+            "ns1",
+            "multi",
+            "10.96.0.60",
+            json!([{"name": "web", "port": 80},
+                   {"name": "dns", "port": 53, "protocol": "UDP"},
+                   {"name": "sig", "port": 3868, "protocol": "SCTP"}]),
+        )],
+        endpoints: vec![endpoints(
+            "ns1",
+            "multi",
+            json!([{"addresses": [{"ip": "10.244.0.9"}],
+                    "ports": [{"name": "web", "port": 8080},
+                              {"name": "dns", "port": 5353, "protocol": "UDP"},
+                              {"name": "sig", "port": 3869, "protocol": "SCTP"}]}]),
+        )],
+    };
+    let blocks = render_blocks(&snap, &cfg());
+    assert_eq!(blocks.len(), 3);
+    let svc_chains: std::collections::BTreeSet<_> =
+        blocks.iter().map(|b| b.chains[0].name.clone()).collect();
+    assert_eq!(svc_chains.len(), 3, "one KUBE-SVC- chain per port");
+    let out = render(&snap, &cfg());
+    for (proto, port, target, spn) in [
+        ("tcp", 80, "10.244.0.9:8080", "ns1/multi:web"),
+        ("udp", 53, "10.244.0.9:5353", "ns1/multi:dns"),
+        ("sctp", 3868, "10.244.0.9:3869", "ns1/multi:sig"),
+    ] {
+        assert!(out.contains(&format!(
+            "-d 10.96.0.60/32 -p {proto} -m comment --comment \"{spn} cluster IP\" -m {proto} --dport {port} -j KUBE-SVC-"
+        )), "{proto}:\n{out}");
+        assert!(out.contains(&format!(
+            "-p {proto} -m comment --comment \"{spn}\" -m {proto} -j DNAT --to-destination {target}\n"
+        )), "{proto}:\n{out}");
+    }
+}
+
+#[test]
+fn client_ip_affinity_without_timeout_uses_kube_proxys_three_hours() {
+    let mut svc = service(
+        "ns1",
+        "np",
+        "10.96.0.50",
+        json!([{"name": "p80", "port": 80}]),
+    );
+    svc.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+    let r = one_port(svc, two_nodes_endpoints(), None);
+    let svc_rules = &r.chains[0].rules;
+    assert_eq!(
+        svc_rules
+            .iter()
+            .filter(|l| l.contains("-m recent --rcheck --seconds 10800 --reap"))
+            .count(),
+        2,
+        "{svc_rules:#?}"
+    );
 }

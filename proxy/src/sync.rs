@@ -6,11 +6,12 @@
 //!
 //! The desired state lives in memory: the kernel's chains are listed once (at the
 //! first sync, or after a failed one) and then tracked, never re-read or diffed. On
-//! the nft backend a sync writing more than [`Backend::max_chains_per_restore`]
-//! chains is split into batches of whole Service ports followed by one final batch
-//! with the top-level chains (see [`crate::backend`]).
+//! the nft backend a sync writing more than [`Backend::max_chains_per_commit`]
+//! chains is split into transactions of whole Service ports followed by one final
+//! transaction with the top-level chains, all in the same `iptables-restore` run
+//! (see [`crate::backend`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tracing::{debug, info, warn};
@@ -62,8 +63,11 @@ pub struct SyncStats {
     pub chains_skipped: usize,
     /// Stale chains deleted.
     pub chains_deleted: usize,
-    /// `iptables-restore` runs this sync took.
+    /// `iptables-restore` runs this sync took (one, unless nothing was applied).
     pub restores: usize,
+    /// Transactions (`COMMIT`s) in its input: filter and nat, plus on nft one per
+    /// section of a big sync.
+    pub commits: usize,
     /// Rules of the whole desired ruleset.
     pub rules: usize,
     /// `conntrack -D` runs for stale UDP endpoints.
@@ -123,7 +127,7 @@ pub struct Syncer<A: RulesetApplier> {
     applied: HashMap<String, u64>,
     /// Our per-service chains in the kernel; `None` until listed (first sync, or
     /// after a failure left the kernel in an unknown state).
-    kernel_chains: Option<BTreeSet<String>>,
+    kernel_chains: Option<HashSet<String>>,
     /// Last sync's rendered block and fingerprint per service port.
     cache: HashMap<ServicePortInfo, (Arc<ServicePortRules>, u64)>,
     /// UDP service ports as last applied (`None` before the first success).
@@ -162,20 +166,18 @@ impl<A: RulesetApplier> Syncer<A> {
         let existing = self.kernel_chains()?;
         let stale = stale_chains(&blocks, &existing);
         let skip = self.unchanged_blocks(&blocks, &prints, &existing, full);
-        let inputs = plan(&blocks, &skip, stale.clone(), backend);
+        let (input, commits) = plan(&blocks, &skip, stale.clone(), backend);
         let mut stats = stats(&blocks, &skip, stale.len());
-        stats.restores = inputs.len();
+        stats.commits = commits;
         debug!(?stats, full, backend = backend.as_str(), "applying ruleset");
-        for input in &inputs {
-            if let Err(source) = self.applier.apply(input) {
-                self.applied.clear();
-                self.kernel_chains = None;
-                self.jumps_ensured = false;
-                return Err(SyncError::Apply {
-                    chains: input.lines().filter(|l| l.starts_with(':')).count(),
-                    source: Box::new(source),
-                });
-            }
+        if let Err(source) = self.applier.apply(&input) {
+            self.applied.clear();
+            self.kernel_chains = None;
+            self.jumps_ensured = false;
+            return Err(SyncError::Apply {
+                chains: stats.chains_written + stats.chains_deleted,
+                source: Box::new(source),
+            });
         }
         self.applied = blocks
             .iter()
@@ -239,11 +241,11 @@ impl<A: RulesetApplier> Syncer<A> {
 
     /// Our per-service chains in the kernel: tracked, or listed once. Taken out of
     /// `self` for the sync; put back only when the sync succeeds.
-    fn kernel_chains(&mut self) -> Result<BTreeSet<String>, SyncError> {
+    fn kernel_chains(&mut self) -> Result<HashSet<String>, SyncError> {
         if let Some(known) = self.kernel_chains.take() {
             return Ok(known);
         }
-        let listed: BTreeSet<String> = self
+        let listed: HashSet<String> = self
             .applier
             .current_chains("nat")
             .map_err(|e| SyncError::ListChains(Box::new(e)))?
@@ -257,7 +259,7 @@ impl<A: RulesetApplier> Syncer<A> {
         &self,
         blocks: &[&ServicePortRules],
         prints: &[u64],
-        existing: &BTreeSet<String>,
+        existing: &HashSet<String>,
         full: bool,
     ) -> Vec<usize> {
         if full {
@@ -303,24 +305,29 @@ fn key(b: &ServicePortRules) -> Option<&str> {
 }
 
 /// Per-service chains in the kernel that no block wants.
-fn stale_chains(blocks: &[&ServicePortRules], existing: &BTreeSet<String>) -> Vec<String> {
-    let wanted: BTreeSet<&str> = blocks.iter().flat_map(|b| b.chain_names()).collect();
-    existing
+fn stale_chains(blocks: &[&ServicePortRules], existing: &HashSet<String>) -> Vec<String> {
+    let wanted: HashSet<&str> = blocks.iter().flat_map(|b| b.chain_names()).collect();
+    let mut stale: Vec<String> = existing
         .iter()
         .filter(|c| is_per_service_chain(c) && !wanted.contains(c.as_str()))
         .cloned()
-        .collect()
+        .collect();
+    stale.sort_unstable();
+    stale
 }
 
-/// The `iptables-restore --noflush` inputs of one sync, in order: a single one, or
-/// (nft, many chains to write) batches of whole Service ports' chains, then a final
-/// one with the top-level chains and the stale deletions.
+/// The `iptables-restore --noflush` input of one sync, as one process (one cache
+/// fetch) and its number of transactions (`COMMIT`s): a single transaction, or (nft,
+/// many chains to write) first sections of whole Service ports' chains, each its own
+/// transaction, then the final filter and nat transactions with the top-level chains
+/// and the stale deletions. On nft a transaction's cost grows with the square of its
+/// size while each commit also pays for the table's size (see [`crate::backend`]).
 pub fn plan(
     blocks: &[&ServicePortRules],
     skip: &[usize],
     stale: Vec<String>,
     backend: Backend,
-) -> Vec<String> {
+) -> (String, usize) {
     let mut skipped = vec![false; blocks.len()];
     skip.iter().for_each(|i| skipped[*i] = true);
     let written: Vec<&ServicePortRules> = blocks
@@ -338,27 +345,29 @@ pub fn plan(
             .delete_chains(stale.clone())
             .render()
     };
-    let Some(max) = backend.max_chains_per_restore().filter(|m| total > *m) else {
-        return vec![single(skip)];
+    let Some(max) = backend.max_chains_per_commit().filter(|m| total > *m) else {
+        return (single(skip), 2);
     };
-    let mut out = Vec::new();
-    let mut batch: Vec<&ServicePortRules> = Vec::new();
-    let mut in_batch = 0;
+    let mut sections: Vec<Vec<&ServicePortRules>> = vec![Vec::new()];
+    let mut in_section = 0;
     for b in written {
-        if in_batch + b.chains.len() > max && !batch.is_empty() {
-            out.push(render::render_chain_batch(&batch));
-            batch.clear();
-            in_batch = 0;
+        if in_section + b.chains.len() > max && in_section > 0 {
+            sections.push(Vec::new());
+            in_section = 0;
         }
-        in_batch += b.chains.len();
-        batch.push(b);
-    }
-    if !batch.is_empty() {
-        out.push(render::render_chain_batch(&batch));
+        in_section += b.chains.len();
+        if let Some(section) = sections.last_mut() {
+            section.push(b);
+        }
     }
     let all: Vec<usize> = (0..blocks.len()).collect();
-    out.push(single(&all));
-    out
+    let top = single(&all);
+    let mut out = String::with_capacity(top.len() * 8);
+    for section in &sections {
+        render::render_chain_batch(section, &mut out);
+    }
+    out.push_str(&top);
+    (out, sections.len() + 2)
 }
 
 fn stats(blocks: &[&ServicePortRules], skip: &[usize], deleted: usize) -> SyncStats {
@@ -370,6 +379,7 @@ fn stats(blocks: &[&ServicePortRules], skip: &[usize], deleted: usize) -> SyncSt
         chains_skipped: skipped,
         chains_deleted: deleted,
         restores: 1,
+        commits: 2,
         rules: render::rule_count(blocks.iter().copied()),
         conntrack_deletes: 0,
     }

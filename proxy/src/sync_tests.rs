@@ -54,6 +54,7 @@ fn first_sync_is_one_restore_then_jumps_once() {
             chains_skipped: 0,
             chains_deleted: 0,
             restores: 1,
+            commits: 2,
             rules: 15,
             conntrack_deletes: 0,
         }
@@ -212,8 +213,17 @@ fn many(n: usize) -> Snapshot {
     s
 }
 
+/// The `*nat ... COMMIT` sections of a restore input, in order.
+fn nat_sections(input: &str) -> Vec<&str> {
+    input
+        .split("*nat\n")
+        .skip(1)
+        .map(|s| s.split("COMMIT\n").next().unwrap())
+        .collect()
+}
+
 #[test]
-fn nft_splits_big_syncs_into_bounded_batches_then_top_level() {
+fn nft_splits_big_syncs_into_bounded_transactions_then_top_level() {
     let fake = RecordingApplier {
         nft: true,
         ..Default::default()
@@ -221,27 +231,37 @@ fn nft_splits_big_syncs_into_bounded_batches_then_top_level() {
     let mut s = Syncer::new(fake.clone(), cfg());
     let stats = s.sync(&many(1200), true).unwrap();
     assert_eq!(stats.chains_written, 4800);
+    assert_eq!(stats.restores, 1, "one iptables-restore run");
     assert_eq!(
-        stats.restores, 4,
-        "3 batches of <= 2000 chains + the top level"
+        stats.commits, 14,
+        "12 transactions of <= 400 chains + filter + the nat top level"
     );
     let inputs = fake.applied();
-    for batch in &inputs[..3] {
-        let decls = batch.lines().filter(|l| l.starts_with(":KUBE-S")).count();
-        assert!(decls <= 2000, "{decls} chains in one batch");
+    assert_eq!(inputs.len(), 1);
+    let input = &inputs[0];
+    assert_eq!(input.matches("COMMIT\n").count(), 14);
+    let sections = nat_sections(input);
+    assert_eq!(sections.len(), 13);
+    for section in &sections[..12] {
+        let decls = section.lines().filter(|l| l.starts_with(":KUBE-S")).count();
+        assert!(decls <= 400, "{decls} chains in one transaction");
         assert!(
-            !batch.contains("-A KUBE-SERVICES"),
-            "batches leave KUBE-SERVICES alone"
+            !section.contains("-A KUBE-SERVICES"),
+            "sections leave KUBE-SERVICES alone"
         );
-        assert!(!batch.contains("*filter"));
     }
-    let last = inputs.last().unwrap();
+    assert_eq!(input.matches("*filter").count(), 1);
+    let last = sections.last().unwrap();
     assert!(
         !last.contains(":KUBE-SVC-"),
-        "the final batch writes no service chain"
+        "the final transaction writes no service chain"
     );
     assert_eq!(last.matches("-A KUBE-SERVICES").count(), 1201);
-    // A one-Service change stays a single small restore.
+    assert!(
+        input.find("*filter").unwrap() > input.find(sections[11]).unwrap(),
+        "the top level comes after every service chain it jumps to"
+    );
+    // A one-Service change stays a single small transaction.
     let mut snap = many(1200);
     snap.endpoints[7].subsets.as_mut().unwrap()[0]
         .addresses
@@ -250,8 +270,13 @@ fn nft_splits_big_syncs_into_bounded_batches_then_top_level() {
         .pop();
     let stats = s.sync(&snap, false).unwrap();
     assert_eq!(
-        (stats.restores, stats.chains_written, stats.chains_deleted),
-        (1, 3, 1)
+        (
+            stats.restores,
+            stats.commits,
+            stats.chains_written,
+            stats.chains_deleted
+        ),
+        (1, 2, 3, 1)
     );
 }
 
@@ -259,7 +284,8 @@ fn nft_splits_big_syncs_into_bounded_batches_then_top_level() {
 fn legacy_applies_big_syncs_in_one_restore() {
     let fake = RecordingApplier::default();
     let mut s = Syncer::new(fake.clone(), cfg());
-    assert_eq!(s.sync(&many(600), true).unwrap().restores, 1);
+    let stats = s.sync(&many(600), true).unwrap();
+    assert_eq!((stats.restores, stats.commits), (1, 2));
 }
 
 #[test]
