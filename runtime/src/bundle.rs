@@ -58,17 +58,8 @@ impl Bundle {
         if args.is_empty() || args[0].is_empty() {
             return Err(bad("process.args is empty".into()));
         }
-        // Refused rather than ignored: running without a requested syscall
-        // filter or hook would silently weaken what the caller asked for.
-        if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
-            return Err(bad("linux.seccomp is not supported by minion-runtime yet (refusing to run without the filter)".into()));
-        }
-        if spec.hooks().is_some() {
-            return Err(bad("hooks are not supported by minion-runtime yet".into()));
-        }
-        if process.terminal() == Some(true) {
-            return Err(bad("process.terminal is true, but minion-runtime does not support terminals (no --console-socket)".into()));
-        }
+        // A profile that cannot be compiled fails here, before anything is made.
+        crate::seccomp::from_spec(&spec).map_err(|e| bad(e.to_string()))?;
         for key in [ANN_LOG_MAX_SIZE, ANN_LOG_MAX_FILES] {
             if let Some(v) = spec.annotations().as_ref().and_then(|a| a.get(key)) {
                 if v.parse::<u64>().is_err() {
@@ -178,13 +169,9 @@ mod tests {
         write_cfg(d.path(), v);
         assert!(Bundle::load(d.path()).unwrap_err().to_string().contains("process.args is empty"));
         let mut v = base();
-        v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO"});
+        v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"});
         write_cfg(d.path(), v);
-        assert!(Bundle::load(d.path()).unwrap_err().to_string().contains("seccomp is not supported"));
-        let mut v = base();
-        v["process"]["terminal"] = serde_json::json!(true);
-        write_cfg(d.path(), v);
-        assert!(Bundle::load(d.path()).unwrap_err().to_string().contains("terminals"));
+        assert!(Bundle::load(d.path()).unwrap_err().to_string().contains("SCMP_ACT_NOTIFY"));
         write_cfg(d.path(), base());
         let b = Bundle::load(d.path()).unwrap();
         assert_eq!(b.rootfs, d.path().join("rootfs"));

@@ -91,9 +91,20 @@ pub fn load_state(g: &Globals, id: &str) -> Result<ContainerState, Error> {
     }
 }
 
-/// `create ID --bundle DIR [--pid-file F]`.
-pub fn create(g: &Globals, id: &str, bundle_dir: &Path, pid_file: Option<&Path>) -> Result<ContainerState, Error> {
+/// `create ID --bundle DIR [--pid-file F] [--console-socket S]`: with
+/// process.terminal the console socket is required (it receives the pty
+/// master), without it the socket is refused, as in runc.
+pub fn create(g: &Globals, id: &str, bundle_dir: &Path, pid_file: Option<&Path>, console_socket: Option<&Path>) -> Result<ContainerState, Error> {
     let bundle = Bundle::load(bundle_dir)?;
+    let terminal = bundle.spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    let console = match (terminal, console_socket) {
+        (true, None) => return Err(cerr(id, "process.terminal is true but no --console-socket was given")),
+        (false, Some(p)) => {
+            return Err(cerr(id, format!("--console-socket {} given but process.terminal is false", p.display())))
+        }
+        (true, Some(p)) => Some(UnixStream::connect(p).map_err(|source| Error::Io { op: "connect console socket", path: p.into(), source })?),
+        (false, None) => None,
+    };
     let cgroup_mode = cgroups::detect(&g.cgroup_root)?;
     let opts = CreateOptions {
         id: id.to_string(),
@@ -101,6 +112,7 @@ pub fn create(g: &Globals, id: &str, bundle_dir: &Path, pid_file: Option<&Path>)
         cgroup_root: g.cgroup_root.clone(),
         cgroup_mode,
         log_file: g.log.clone(),
+        console_fd: console.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
     };
     let st = monitor::create(&g.store(), &opts)?;
     if let Some(p) = pid_file {
@@ -220,7 +232,20 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<(), Error> {
     let levels = Cgroup::new(Path::new("/"), cgroups::Mode::V1, &st.cgroups_path).map(|c| c.levels()).unwrap_or(1);
     Cgroup::remove_paths(&st.cgroup_paths, levels)?;
     store.remove(id)?;
+    run_poststop(&st);
     Ok(())
+}
+
+/// The bundle's poststop hooks, once the container is gone (failures logged).
+fn run_poststop(st: &ContainerState) {
+    let cfg = st.bundle.join("config.json");
+    match std::fs::read_to_string(&cfg) {
+        Ok(text) if text.contains("\"poststop\"") => match serde_json::from_str::<oci_spec::runtime::Spec>(&text) {
+            Ok(spec) => crate::hooks::run_logged(&spec, crate::hooks::Kind::Poststop, &serde_json::to_vec(st).unwrap_or_default()),
+            Err(e) => tracing::warn!(path = %cfg.display(), error = %e, "cannot read the poststop hooks"),
+        },
+        _ => {}
+    }
 }
 
 /// Waits (bounded) until the monitor recorded the exit.
@@ -248,8 +273,8 @@ fn is_zombie(pid: i32) -> bool {
 
 /// `run ID --bundle DIR [--detach]`: create and start; without `detach` also
 /// wait, delete and return the exit code (with it, return 0 once started).
-pub fn run(g: &Globals, id: &str, bundle_dir: &Path, detach: bool) -> Result<i32, Error> {
-    create(g, id, bundle_dir, None)?;
+pub fn run(g: &Globals, id: &str, bundle_dir: &Path, detach: bool, console_socket: Option<&Path>) -> Result<i32, Error> {
+    create(g, id, bundle_dir, None, console_socket)?;
     if let Err(e) = start(g, id) {
         let _ = delete(g, id, true);
         return Err(e);

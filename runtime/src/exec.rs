@@ -46,7 +46,9 @@ pub struct ExecOptions {
     pub cwd: Option<PathBuf>,
     /// `uid[:gid]`.
     pub user: Option<(u32, u32)>,
+    /// A terminal; its pty master goes to `console_socket` (required).
     pub tty: bool,
+    pub console_socket: Option<PathBuf>,
 }
 
 /// Namespaces joined, in order (mount late: it changes root and cwd).
@@ -62,9 +64,14 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
 /// Runs `opts.args` in container `id`; returns its exit code.
 pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32, Error> {
     let err = |msg: String| Error::Exec { id: id.to_string(), msg };
-    if opts.tty {
-        return Err(err("a terminal (--tty) is not supported by minion-runtime".into()));
-    }
+    let console = match (opts.tty, &opts.console_socket) {
+        (true, None) => return Err(err("--tty needs --console-socket (the pty master is sent there)".into())),
+        (false, Some(p)) => return Err(err(format!("--console-socket {} given without --tty", p.display()))),
+        (true, Some(p)) => Some(
+            std::os::unix::net::UnixStream::connect(p).map_err(|e| err(format!("connect console socket {}: {e}", p.display())))?,
+        ),
+        (false, None) => None,
+    };
     if opts.args.is_empty() {
         return Err(err("no command given".into()));
     }
@@ -74,18 +81,19 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32, Error> {
     }
     let bundle = Bundle::load(&st.bundle)?;
     let process = exec_process(bundle.spec.process().clone().unwrap_or_default(), opts);
+    let seccomp = crate::seccomp::from_spec(&bundle.spec).map_err(|e| err(e.to_string()))?;
     let nss = open_namespaces(&st).map_err(err)?;
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err(format!("pipe: {e}")))?;
     // SAFETY: the CLI is single-threaded; the child only does setup and exits.
     let helper = match unsafe { fork() }.map_err(|e| err(format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(r);
-            let code = helper_main(&st, nss, &process, &w);
+            let code = helper_main(&st, nss, &process, seccomp, console.map(OwnedFd::from), &w);
             std::process::exit(code)
         }
         ForkResult::Parent { child } => child,
     };
-    drop((w, nss));
+    drop((w, nss, console));
     let msg = crate::monitor::read_all(r.as_fd());
     let status = waitpid(helper, None).map_err(|e| err(format!("wait for pid {helper}: {e}")))?;
     if !msg.trim().is_empty() {
@@ -144,7 +152,14 @@ fn open_namespaces(st: &ContainerState) -> Result<Vec<(OwnedFd, CloneFlags, Stri
 }
 
 /// The helper: cgroup, setns, fork the process, wait, exit with its code.
-fn helper_main(st: &ContainerState, nss: Vec<(OwnedFd, CloneFlags, String)>, p: &Process, w: &OwnedFd) -> i32 {
+fn helper_main(
+    st: &ContainerState,
+    nss: Vec<(OwnedFd, CloneFlags, String)>,
+    p: &Process,
+    seccomp: Option<crate::seccomp::Filter>,
+    mut console: Option<OwnedFd>,
+    w: &OwnedFd,
+) -> i32 {
     let fail = |msg: String| {
         init::send(w.as_fd(), &msg);
         1
@@ -161,10 +176,20 @@ fn helper_main(st: &ContainerState, nss: Vec<(OwnedFd, CloneFlags, String)>, p: 
         }
     }
     // SAFETY: single-threaded; the child sets up and execs or exits.
-    match unsafe { fork() } {
+    let forked = unsafe { fork() };
+    if let Ok(ForkResult::Parent { .. }) = forked {
+        drop(console.take());
+    }
+    match forked {
         Err(e) => fail(format!("fork: {e}")),
         Ok(ForkResult::Child) => {
-            let e = init::exec_setup(p, &[std::os::fd::AsRawFd::as_raw_fd(w)]);
+            if let Some(sock) = console {
+                if let Err(e) = init::exec_terminal(sock, p) {
+                    init::send(w.as_fd(), &e.to_string());
+                    std::process::exit(127)
+                }
+            }
+            let e = init::exec_setup(p, seccomp, &[std::os::fd::AsRawFd::as_raw_fd(w)]);
             init::send(w.as_fd(), &e.to_string());
             std::process::exit(127)
         }

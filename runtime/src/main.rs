@@ -40,7 +40,8 @@ enum Cmd {
         bundle: PathBuf,
         #[arg(long)]
         pid_file: Option<PathBuf>,
-        /// Terminal console socket (not supported: containers have no terminal).
+        /// Unix socket that receives the pty master (SCM_RIGHTS) when
+        /// process.terminal is true; required then, refused otherwise.
         #[arg(long)]
         console_socket: Option<PathBuf>,
     },
@@ -71,7 +72,7 @@ enum Cmd {
         /// Return once started (the container keeps running; delete it later).
         #[arg(long, short)]
         detach: bool,
-        /// Terminal console socket (not supported).
+        /// Unix socket that receives the pty master (see `create`).
         #[arg(long)]
         console_socket: Option<PathBuf>,
     },
@@ -85,9 +86,12 @@ enum Cmd {
     /// Run a command inside a running container; exits with its exit code.
     Exec {
         id: String,
-        /// Allocate a terminal (not supported).
+        /// Allocate a terminal (needs --console-socket).
         #[arg(long, short)]
         tty: bool,
+        /// Unix socket that receives the pty master (SCM_RIGHTS) with --tty.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
         /// Working directory inside the container (default: the container's).
         #[arg(long)]
         cwd: Option<PathBuf>,
@@ -132,13 +136,6 @@ enum NetnsCmd {
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
-}
-
-fn no_console(sock: Option<&PathBuf>) -> Result<()> {
-    match sock {
-        Some(p) => anyhow::bail!("--console-socket {}: terminals are not supported by minion-runtime", p.display()),
-        None => Ok(()),
-    }
 }
 
 /// `uid` or `uid:gid` (numeric).
@@ -190,16 +187,14 @@ fn dispatch(c: Cli) -> Result<i32> {
     let g = Globals { root: c.root, image_root: c.image_root, cgroup_root: c.cgroup_root, log: c.log };
     match c.cmd {
         Cmd::Create { id, bundle, pid_file, console_socket } => {
-            no_console(console_socket.as_ref())?;
-            cli::create(&g, &id, &bundle, pid_file.as_deref())?;
+            cli::create(&g, &id, &bundle, pid_file.as_deref(), console_socket.as_deref())?;
         }
         Cmd::Start { id } => cli::start(&g, &id)?,
         Cmd::State { id } => print_json(&cli::load_state(&g, &id)?)?,
         Cmd::Kill { id, signal, all } => cli::kill(&g, &id, &signal, all)?,
         Cmd::Delete { force, id } => cli::delete(&g, &id, force)?,
         Cmd::Run { id, bundle, detach, console_socket } => {
-            no_console(console_socket.as_ref())?;
-            return Ok(cli::run(&g, &id, &bundle, detach)?);
+            return Ok(cli::run(&g, &id, &bundle, detach, console_socket.as_deref())?);
         }
         Cmd::Ps { id, format } => {
             let procs = cli::ps(&g, &id)?;
@@ -214,9 +209,9 @@ fn dispatch(c: Cli) -> Result<i32> {
                 f => anyhow::bail!("invalid --format {f:?}: expected table or json"),
             }
         }
-        Cmd::Exec { id, tty, cwd, env, user, args } => {
+        Cmd::Exec { id, tty, console_socket, cwd, env, user, args } => {
             let user = user.map(|u| parse_user(&u)).transpose()?;
-            let opts = exec::ExecOptions { args, env, cwd, user, tty };
+            let opts = exec::ExecOptions { args, env, cwd, user, tty, console_socket };
             return Ok(exec::exec(&g, &id, &opts)?);
         }
         Cmd::List => print_json(&cli::list(&g)?)?,

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::cgroup_files::{read, CgroupFiles};
 use common::{require_root, unique};
 use serde_json::{json, Value};
 
@@ -125,9 +126,9 @@ impl Fx {
         }
     }
 
-    /// The container's leaf under a v1 controller.
-    fn cg(&self, ctrl: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup").join(ctrl).join(&self.cg_top).join("ctr")
+    /// The container's cgroup files (v1 or v2, as the runtime detects).
+    fn cg(&self) -> CgroupFiles {
+        CgroupFiles::new(&format!("/{}/ctr", self.cg_top))
     }
 }
 
@@ -139,6 +140,9 @@ impl Drop for Fx {
             let _ = fs::remove_dir(top.join("ctr"));
             let _ = fs::remove_dir(&top);
         }
+        let top = Path::new("/sys/fs/cgroup").join(&self.cg_top);
+        let _ = fs::remove_dir(top.join("ctr"));
+        let _ = fs::remove_dir(&top);
     }
 }
 
@@ -176,7 +180,7 @@ fn exec_ps_kill_all_and_repeatable_delete() {
     f.rt_ok(&["delete", &f.id]);
     f.rt_ok(&["delete", "--force", &f.id]);
     assert!(!f.rt(&["delete", &f.id]).status.success());
-    assert!(!f.cg("memory").exists());
+    assert!(!f.cg().dir("memory").exists());
 }
 
 #[test]
@@ -197,7 +201,7 @@ fn run_detach_log_format_json_and_half_made_delete() {
     let text = String::from_utf8_lossy(&f.rt(&["state", "nope"]).stderr).into_owned();
     assert!(text.starts_with("minion-runtime: error:") && text.lines().count() == 1, "{text}");
     let err = String::from_utf8_lossy(&f.rt(&["create", "--console-socket", "/x.sock", "--bundle", b.to_str().unwrap(), &f.id]).stderr).into_owned();
-    assert!(err.contains("not supported"), "{err}");
+    assert!(err.contains("process.terminal is false"), "{err}");
     // A half-made container: a state dir without state (crashed create).
     fs::create_dir_all(f.path("state/half")).unwrap();
     f.rt_ok(&["delete", "--force", "half"]);
@@ -253,6 +257,26 @@ fn runtime_binary_is_not_writable_while_a_container_runs() {
     assert_eq!(err.raw_os_error(), Some(nix::libc::ETXTBSY), "{BIN}: {err}");
 }
 
+/// Without a pid namespace of its own the container's other processes would
+/// outlive its init (and the monitor, which keeps the runtime binary busy): the
+/// monitor kills them when the init exits.
+#[test]
+fn leftovers_of_a_shared_pid_namespace_are_killed() {
+    if !require_root() {
+        return;
+    }
+    let f = Fx::new(BIN);
+    let b = f.bundle(&["sh", "-c", "sleep 100 & echo $!"], |cfg| {
+        cfg["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"}]);
+    });
+    f.create_start(&b);
+    f.wait_stopped();
+    let pid: i32 = f.stdout_lines().first().and_then(|l| l.trim().parse().ok()).expect("the sleep's pid");
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let gone = stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+    assert!(gone, "pid {pid} survived its container: {stat}");
+}
+
 #[test]
 fn pids_limit_makes_fork_fail() {
     if !require_root() {
@@ -265,7 +289,7 @@ fn pids_limit_makes_fork_fail() {
     f.wait_stopped();
     let log = f.log();
     assert!(log.contains("can't fork"), "fork should fail at the pids limit: {log}");
-    assert_eq!(fs::read_to_string(f.cg("pids").join("pids.max")).ok().as_deref().map(str::trim), Some("5"));
+    assert_eq!(read(&f.cg().pids_max()).as_deref(), Some("5"));
 }
 
 #[test]
@@ -278,7 +302,8 @@ fn cpu_quota_bounds_usage() {
         c["linux"]["resources"]["cpu"] = json!({"quota": 20000, "period": 100000});
     });
     f.create_start(&b);
-    let usage = || fs::read_to_string(f.cg("cpuacct").join("cpuacct.usage")).unwrap().trim().parse::<u64>().unwrap();
+    let cg = f.cg();
+    let usage = || cg.cpu_usage_ns().expect("the container's cpu usage");
     std::thread::sleep(Duration::from_millis(200));
     let (u0, t0) = (usage(), Instant::now());
     std::thread::sleep(Duration::from_millis(1500));
@@ -290,8 +315,12 @@ fn cpu_quota_bounds_usage() {
 /// What a process sees, with host-specific values normalised.
 fn observe(bin: &str) -> Vec<String> {
     let f = Fx::new(bin);
-    let script = "id -u; id -g; id -G; hostname; grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; \
-        awk '{print $1, $2, $3}' /proc/self/mounts; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.shares; \
+    // stderr joins stdout: runc's capture below gets both.
+    let script = "exec 2>&1; id -u; id -g; id -G; hostname; grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; \
+        awk '{print $1, $2, $3}' /proc/self/mounts; \
+        if [ -e /sys/fs/cgroup/cgroup.controllers ]; then c=/sys/fs/cgroup$(awk -F: '$1==0{print $3}' /proc/self/cgroup); \
+        cat $c/memory.max $c/pids.max $c/cpu.weight; \
+        else cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.shares; fi; \
         for n in ipc mnt net pid uts cgroup; do echo $n $(readlink /proc/self/ns/$n); done; ls -ln /dev | awk '{print $1, $3, $4, $5, $6, $NF}'; ulimit -n";
     let b = f.bundle(&["sh", "-c", script], |_| {});
     f.rt_ok(&["create", "--bundle", b.to_str().unwrap(), &f.id]);

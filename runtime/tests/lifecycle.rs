@@ -1,5 +1,5 @@
 //! Privileged end-to-end tests of the minion-runtime binary: a busybox image,
-//! real namespaces, overlayfs, pivot_root, cgroups v1 (and the v2 mount of this
+//! real namespaces, overlayfs, pivot_root, cgroups v1 or v2 (and the v2 mount of this
 //! hybrid host), logs, exit codes, OOM, netns. Root required (see require_root).
 
 mod common;
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::cgroup_files::{read, CgroupFiles};
 use common::{require_root, unique};
 use serde_json::{json, Value};
 
@@ -207,8 +208,9 @@ fn lifecycle_create_start_kill_delete() {
     for k in ["ociVersion", "id", "bundle", "created", "annotations"] {
         assert!(st.get(k).is_some(), "state lacks {k}: {st}");
     }
-    let leaf = PathBuf::from(CGROUP_ROOT).join("memory").join(f.cgroups_path().trim_start_matches('/'));
-    let procs = fs::read_to_string(leaf.join("cgroup.procs")).unwrap();
+    let cg = CgroupFiles::new(&f.cgroups_path());
+    let leaf = cg.dir("memory");
+    let procs = fs::read_to_string(cg.procs()).unwrap();
     assert!(procs.contains(&st["pid"].to_string()), "init not in {}: {procs}", leaf.display());
     let list: Value = serde_json::from_str(&f.rt_ok(&["list"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -269,14 +271,11 @@ fn memory_limit_is_applied_and_oom_is_reported() {
         c["linux"]["resources"] = json!({"memory": {"limit": 16 << 20}, "pids": {"limit": 64}, "cpu": {"shares": 256}});
     });
     f.rt_ok(&["create", &f.id, "--bundle", b.to_str().unwrap()]);
-    let rel = f.cgroups_path();
-    let rel = rel.trim_start_matches('/');
-    let mem = PathBuf::from(CGROUP_ROOT).join("memory").join(rel);
-    assert_eq!(fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap().trim(), (16 << 20).to_string());
-    let pids = PathBuf::from(CGROUP_ROOT).join("pids").join(rel).join("pids.max");
-    assert_eq!(fs::read_to_string(pids).unwrap().trim(), "64");
-    let shares = PathBuf::from(CGROUP_ROOT).join("cpu").join(rel).join("cpu.shares");
-    assert_eq!(fs::read_to_string(shares).unwrap().trim(), "256");
+    let cg = CgroupFiles::new(&f.cgroups_path());
+    assert_eq!(read(&cg.memory_limit()), Some((16 << 20).to_string()));
+    assert_eq!(read(&cg.pids_max()).as_deref(), Some("64"));
+    let (weight, want) = cg.cpu_weight(256);
+    assert_eq!(read(&weight), Some(want));
     f.rt_ok(&["start", &f.id]);
     let st = f.wait_status("stopped");
     assert_eq!(st["exitCode"], 137, "{st}");
@@ -374,12 +373,7 @@ fn cgroup_v2_unified_mount() {
     if !require_root() {
         return;
     }
-    let unified = Path::new("/sys/fs/cgroup/unified");
-    let root = if minion_runtime::cgroups::detect(Path::new(CGROUP_ROOT)).ok() == Some(minion_runtime::cgroups::Mode::V2) {
-        Path::new(CGROUP_ROOT)
-    } else if unified.join("cgroup.procs").exists() {
-        unified
-    } else {
+    let Some(root) = cgroup2_root() else {
         eprintln!("skipping: no cgroup2 mount");
         return;
     };
@@ -390,6 +384,48 @@ fn cgroup_v2_unified_mount() {
     let log = f.log();
     assert!(log.contains(&format!("0::{}", f.cgroups_path())), "{log}");
     assert!(!root.join(f.cgroups_path().trim_start_matches('/')).exists());
+}
+
+/// The node's cgroup2 hierarchy: the root on a v2 node, `unified` on a hybrid one.
+fn cgroup2_root() -> Option<&'static Path> {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if minion_runtime::cgroups::detect(Path::new(CGROUP_ROOT)).ok() == Some(minion_runtime::cgroups::Mode::V2) {
+        Some(Path::new(CGROUP_ROOT))
+    } else if unified.join("cgroup.procs").exists() {
+        Some(unified)
+    } else {
+        None
+    }
+}
+
+/// The v2 device allowlist is an eBPF program on the container's cgroup: it also
+/// works on the cgroup2 hierarchy of a hybrid host, without the v1 devices files.
+#[test]
+fn cgroup_v2_device_program_enforces_the_allowlist() {
+    if !require_root() {
+        return;
+    }
+    let Some(root) = cgroup2_root() else {
+        eprintln!("skipping: no cgroup2 mount");
+        return;
+    };
+    let script = "(: > /dev/kmsg) 2>/dev/null && echo kmsg-open || echo kmsg-denied; echo x > /dev/null && echo devnull";
+    for (resources, want) in [
+        (json!({}), "kmsg-denied"),
+        (json!({"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "w"}]}), "kmsg-open"),
+        (json!({"devices": [{"allow": true, "type": "c", "major": 1, "minor": 11, "access": "r"}]}), "kmsg-denied"),
+    ] {
+        let f = Fixture::with_cgroup_root(root);
+        let b = f.bundle(&["sh", "-c", script], |c| {
+            c["linux"]["devices"] = json!([{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11}]);
+            c["linux"]["resources"] = resources.clone();
+        });
+        let out = f.rt(&["run", &f.id, "--bundle", b.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let log = f.log();
+        assert!(log.contains(&format!("stdout F {want}\n")) && log.contains("stdout F devnull\n"), "{resources}: {log}");
+        assert!(!root.join(f.cgroups_path().trim_start_matches('/')).exists());
+    }
 }
 
 fn status_field(log: &str, key: &str) -> String {

@@ -8,6 +8,7 @@
 //! `<ctr>` and, if empty, `pod<uid>`, never `minion`).
 
 mod detect;
+pub mod devices_bpf;
 mod v1;
 mod v2;
 
@@ -15,6 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use detect::{detect, Mode};
+pub use v2::shares_to_weight;
 
 /// Errors of cgroup management.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,10 @@ pub enum Error {
     MissingController { controller: String, what: String, root: PathBuf },
     #[error("write {value:?} to {}: {source}", path.display())]
     Write { path: PathBuf, value: String, source: std::io::Error },
+    #[error("invalid device rule {rule:?}: {reason}")]
+    InvalidDeviceRule { rule: String, reason: String },
+    #[error("device program ({op}) for cgroup {}: {detail}", path.display())]
+    DeviceProgram { op: &'static str, path: PathBuf, detail: String },
     #[error("{op} {}: {source}", path.display())]
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
 }
@@ -58,13 +64,13 @@ pub struct Resources {
     /// Max tasks; zero or negative means unlimited.
     pub pids_limit: Option<i64>,
     /// `linux.resources.devices` as (allow, "c 1:3 rwm") rules, applied in order
-    /// after the default list (v1 only).
+    /// before the default list (v1: devices.allow/deny files; v2: an eBPF program).
     pub devices: Vec<(bool, String)>,
 }
 
 fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> (bool, String) {
     let typ = d.typ().map(|t| t.as_str().to_string()).unwrap_or_else(|| "a".into());
-    let num = |n: Option<i64>| n.map(|v| v.to_string()).unwrap_or_else(|| "*".into());
+    let num = |n: Option<i64>| n.filter(|v| *v >= 0).map(|v| v.to_string()).unwrap_or_else(|| "*".into());
     let rule = if typ == "a" {
         "a".to_string()
     } else {

@@ -70,8 +70,9 @@ fn v2_fixture_create_and_apply() {
     assert_eq!(leaves, vec![root.join("minion/pod1/c1")]);
     assert_eq!(read(&root.join("cgroup.subtree_control")), "+cpuset +cpu +io +memory +pids");
     assert!(root.join("minion/pod1/cgroup.subtree_control").exists());
-    cg.apply(&res()).unwrap();
     let leaf = root.join("minion/pod1/c1");
+    // The files only: the device program needs a real cgroup (tested in the VM).
+    v2::apply_limits(&leaf, &res()).unwrap();
     assert_eq!(read(&leaf.join("memory.max")), "16777216");
     assert_eq!(read(&leaf.join("cpu.max")), "50000 100000");
     assert_eq!(read(&leaf.join("cpu.weight")), v2::shares_to_weight(512).to_string());
@@ -107,4 +108,18 @@ fn remove_keeps_first_element() {
     Cgroup::remove_paths(std::slice::from_ref(&leaf), 3).unwrap();
     assert!(!d.path().join("mem/minion/pod").exists());
     assert!(d.path().join("mem/minion").exists());
+}
+
+#[test]
+fn v2_device_rules_follow_v1_order() {
+    let mut r = res();
+    r.devices = vec![(true, "c 1:11 rw".into()), (false, "a".into())];
+    let rules = v2::device_rules(&r).unwrap();
+    assert_eq!(rules.len(), 3 + v1::DEFAULT_DEVICE_RULES.len());
+    assert!(!rules[0].allow && rules[0].typ.is_none());
+    assert_eq!((rules[1].allow, rules[1].major, rules[1].minor), (true, Some(1), Some(11)));
+    assert!(rules.last().unwrap().allow);
+    let spec = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+        .allow(true).typ(oci_spec::runtime::LinuxDeviceType::C).major(-1).minor(5).access("rw").build().unwrap();
+    assert_eq!(device_rule(&spec), (true, "c *:5 rw".to_string()));
 }

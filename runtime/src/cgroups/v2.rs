@@ -4,7 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{io, write_file, Error, Resources};
+use super::devices_bpf::{self, DeviceRule};
+use super::{io, v1, write_file, Error, Resources};
 
 fn controllers(dir: &Path) -> Vec<String> {
     fs::read_to_string(dir.join("cgroup.controllers"))
@@ -64,8 +65,27 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
 }
 
-/// Writes the limits into the leaf.
+/// Writes the limits into the leaf and attaches the device program.
 pub fn apply(leaf: &Path, res: &Resources) -> Result<(), Error> {
+    apply_limits(leaf, res)?;
+    devices_bpf::attach(leaf, &device_rules(res)?)
+}
+
+/// The device rules in force, as v1 writes them: deny all, the spec's rules in
+/// order, then the default allow list.
+pub fn device_rules(res: &Resources) -> Result<Vec<DeviceRule>, Error> {
+    let mut rules = vec![DeviceRule::parse(false, "a")?];
+    for (allow, r) in &res.devices {
+        rules.push(DeviceRule::parse(*allow, r)?);
+    }
+    for r in v1::DEFAULT_DEVICE_RULES {
+        rules.push(DeviceRule::parse(true, r)?);
+    }
+    Ok(rules)
+}
+
+/// Writes the limits (the files only) into the leaf.
+pub fn apply_limits(leaf: &Path, res: &Resources) -> Result<(), Error> {
     if let Some(l) = res.memory_limit {
         write_file(&leaf.join("memory.max"), &max(l))?;
         if let Some(s) = res.memory_swap {

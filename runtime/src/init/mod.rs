@@ -4,6 +4,7 @@
 //! process. Every failing step is reported to `create`/`start` by name.
 
 pub(crate) mod caps;
+mod console;
 mod dev;
 mod mounts;
 
@@ -113,7 +114,9 @@ fn setup_namespaces(cfg: &InitConfig) -> Result<(), Error> {
 }
 
 /// Everything up to (not including) exec; returns the resolved exec.
-pub fn setup(cfg: &InitConfig) -> Result<Exec, Error> {
+/// `before_pivot` runs once namespaces and mounts are made, before
+/// pivot_root (the hooks' point: createRuntime, createContainer).
+pub fn setup(cfg: &InitConfig, console: Option<OwnedFd>, before_pivot: &mut dyn FnMut() -> Result<(), Error>) -> Result<Exec, Error> {
     let process = cfg.spec.process().clone().ok_or_else(|| Error::Invalid("process is missing".into()))?;
     setup_namespaces(cfg)?;
     mounts::prepare_rootfs(cfg)?;
@@ -121,19 +124,42 @@ pub fn setup(cfg: &InitConfig) -> Result<Exec, Error> {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(io("write", Path::new("/proc/self/oom_score_adj")))?;
     }
+    before_pivot()?;
     mounts::pivot(&cfg.rootfs)?;
     mounts::finish_rootfs(&cfg.spec)?;
+    if let Some(sock) = console {
+        console::setup(sock, &process, true)?;
+    }
     set_hostname(&cfg.spec)?;
     set_sysctls(&cfg.spec)?;
     caps::set_rlimits(&process)?;
     let cwd = process.cwd().clone();
     std::fs::create_dir_all(&cwd).map_err(io("create cwd", &cwd))?;
-    caps::set_user_and_caps(&process)?;
-    enter_cwd(&cwd)?;
-    if process.no_new_privileges() == Some(true) {
+    let seccomp = crate::seccomp::from_spec(&cfg.spec).map_err(|e| Error::Invalid(e.to_string()))?;
+    finish_process(&process, seccomp)
+}
+
+/// The last steps shared by the init and `exec`: user, capabilities, cwd,
+/// no_new_privs and the seccomp filter (loaded here, before capabilities are
+/// dropped, without no_new_privs; else right before execve, as runc does).
+fn finish_process(process: &Process, seccomp: Option<crate::seccomp::Filter>) -> Result<Exec, Error> {
+    let nnp = process.no_new_privileges() == Some(true);
+    let mut deferred = None;
+    if let Some(f) = seccomp {
+        if nnp {
+            deferred = Some(f);
+        } else {
+            f.load().map_err(|e| Error::Invalid(e.to_string()))?;
+        }
+    }
+    caps::set_user_and_caps(process)?;
+    enter_cwd(process.cwd())?;
+    if nnp {
         nix::sys::prctl::set_no_new_privs().map_err(sys("prctl", "PR_SET_NO_NEW_PRIVS"))?;
     }
-    Exec::resolve(&process)
+    let mut exec = Exec::resolve(process)?;
+    exec.seccomp = deferred;
+    Ok(exec)
 }
 
 /// chdir to the process's cwd and check that it lies inside the container's
@@ -148,19 +174,21 @@ fn enter_cwd(cwd: &Path) -> Result<(), Error> {
     }
 }
 
+/// For `exec --tty`: a pty from the container's devpts (the caller joined
+/// its mount namespace) as stdio and controlling terminal, its master sent
+/// over the console socket.
+pub fn exec_terminal(socket: OwnedFd, process: &Process) -> Result<(), Error> {
+    console::setup(socket, process, false)
+}
+
 /// For `exec`, in a process that already joined the container's namespaces and
 /// cgroup: closes inherited fds, applies rlimits, cwd, user, capabilities and
 /// no_new_privs as for the container's init, then execs. Returns only on error.
-pub fn exec_setup(process: &Process, keep: &[std::os::fd::RawFd]) -> Error {
+pub fn exec_setup(process: &Process, seccomp: Option<crate::seccomp::Filter>, keep: &[std::os::fd::RawFd]) -> Error {
     let run = || -> Result<Exec, Error> {
         crate::sys::close_fds_except(keep);
         caps::set_rlimits(process)?;
-        caps::set_user_and_caps(process)?;
-        enter_cwd(process.cwd())?;
-        if process.no_new_privileges() == Some(true) {
-            nix::sys::prctl::set_no_new_privs().map_err(sys("prctl", "PR_SET_NO_NEW_PRIVS"))?;
-        }
-        Exec::resolve(process)
+        finish_process(process, seccomp)
     };
     match run() {
         Ok(exec) => exec.exec(),
@@ -192,6 +220,8 @@ pub struct Exec {
     pub path: CString,
     pub args: Vec<CString>,
     pub env: Vec<CString>,
+    /// A seccomp filter to load right before execve (with no_new_privs).
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 fn cstr(s: &str) -> Result<CString, Error> {
@@ -209,11 +239,17 @@ impl Exec {
             path: cstr(&path)?,
             args: args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
             env: env.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+            seccomp: None,
         })
     }
 
-    /// execve; returns only on failure.
+    /// Loads the deferred seccomp filter, then execve; returns only on failure.
     pub fn exec(&self) -> Error {
+        if let Some(f) = &self.seccomp {
+            if let Err(e) = f.load() {
+                return Error::Invalid(e.to_string());
+            }
+        }
         match nix::unistd::execve(&self.path, &self.args, &self.env) {
             Err(e) => Error::Sys { step: "exec", target: format!("{:?}", self.path), source: e },
             Ok(never) => match never {},

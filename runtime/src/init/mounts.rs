@@ -159,7 +159,7 @@ fn mount_rootfs(cfg: &InitConfig) -> Result<(), Error> {
 
 fn mount_one(cfg: &InitConfig, typ: &str, src: Option<&Path>, dest: &Path, o: &MountOptions) -> Result<(), Error> {
     if typ == "cgroup" || typ == "cgroup2" {
-        return mount_cgroup(cfg, dest, o);
+        return mount_cgroup(cfg, src, dest, o);
     }
     if o.bind || typ == "bind" {
         let src = src.ok_or_else(|| Error::Invalid(format!("bind mount {} has no source", dest.display())))?;
@@ -187,10 +187,11 @@ fn mount_one(cfg: &InitConfig, typ: &str, src: Option<&Path>, dest: &Path, o: &M
 
 /// A `cgroup` mount: cgroup2 on a v2 node; on a v1 node, like runc, a tmpfs
 /// holding one read-only bind of the container's own cgroup per hierarchy.
-fn mount_cgroup(cfg: &InitConfig, dest: &Path, o: &MountOptions) -> Result<(), Error> {
+/// The spec's source is kept (as runc does: `cgroup` shows in /proc/mounts).
+fn mount_cgroup(cfg: &InitConfig, src: Option<&Path>, dest: &Path, o: &MountOptions) -> Result<(), Error> {
     make_target(dest, true)?;
     match cfg.cgroup_mode {
-        Mode::V2 => mount(Some("cgroup2"), dest, Some("cgroup2"), o.flags, NONE)
+        Mode::V2 => mount(Some(src.unwrap_or(Path::new("cgroup"))), dest, Some("cgroup2"), o.flags, NONE)
             .map_err(sys("mount cgroup2", dest.display())),
         Mode::V1 => super::dev::mount_cgroup_v1(cfg, dest, o),
     }

@@ -16,17 +16,26 @@
 //!
 //! The runtime binary and CVE-2019-5736: the init and `exec`'s helper are
 //! forks of the runtime binary, so until they exec, a process in the container
-//! could reach that binary through /proc/<pid>/exe (or a `#!/proc/self/exe`
-//! entrypoint). runc was overwritten because it exited while the container lived
-//! and the write-open then succeeded. Here the monitor, itself running the
+//! could reach that binary through /proc/<pid>/exe, and an entrypoint rewritten
+//! to `#!/proc/self/exe` makes the exec run the runtime binary again inside the
+//! container, which then keeps an O_PATH fd to it and later reopens it for
+//! writing through /proc/self/fd. runc was overwritten because it had exited by
+//! then, so the write-open succeeded. Here the monitor, itself running the
 //! runtime binary, lives as long as any process of the container can (it exits
-//! after the init, whose death kills its pid namespace), and the kernel refuses
-//! to open a file that a live process executes for writing (ETXTBSY, checked by
-//! the tests). We chose this over re-executing from a sealed memfd copy, which
-//! would copy the ~12 MB binary for every container; the limit is a container
-//! that shares the host pid namespace and outlives every monitor on the node.
+//! after the init, whose death kills its pid namespace; a pod-shared pid
+//! namespace lives as long as the sandbox's init, whose monitor outlives it
+//! too; without a pid namespace of its own, the monitor SIGKILLs what is left
+//! in the container's cgroup when the init exits), and the kernel refuses to
+//! open for writing a file that a live process executes (ETXTBSY, checked by
+//! the tests). We chose this over re-executing
+//! from a sealed memfd copy, which would copy the ~12 MB binary for every
+//! container and cost about as much CPU as crun's whole lifecycle. The limit:
+//! a process that left the container's cgroup (needs cgroupfs write access,
+//! i.e. a privileged container) and outlives every monitor on the node, and a
+//! kernel that stops giving ETXTBSY for running executables.
 #![allow(unsafe_code)]
 
+mod hooks;
 pub mod log;
 mod run;
 mod spawn;
@@ -65,6 +74,8 @@ pub struct CreateOptions {
     pub cgroup_mode: Mode,
     /// Where the monitor's own diagnostics go (else /dev/null).
     pub log_file: Option<PathBuf>,
+    /// The connected console socket (owned by the caller), for process.terminal.
+    pub console_fd: Option<RawFd>,
 }
 
 /// Creates a container and returns once it is `created` (init waiting for start)

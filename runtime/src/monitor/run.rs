@@ -13,7 +13,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::log::{timestamp, LogWriter, StreamBuf};
-use super::spawn::{enter_pid_ns, init_main, read_line, ChildFds};
+use super::spawn::{enter_pid_ns, init_main, initial_state, read_line, redirect_stdio, ChildFds};
 use super::{above_stdio, close_other_fds, CreateOptions};
 use crate::cgroups::{Cgroup, Resources};
 use crate::init::{self, InitConfig};
@@ -23,13 +23,18 @@ use crate::sys;
 /// Runs the monitor; `result` receives `ok` or `error: ...` for `create`.
 pub fn monitor_main(store: &StateStore, dir: &Path, opts: &CreateOptions, result: OwnedFd) -> i32 {
     let result = above_stdio(result);
-    close_other_fds(&[result.as_raw_fd()]);
+    // SAFETY: after the fork this process owns its copy of the caller's
+    // console socket fd (kept open by `create` until we report).
+    let console = opts.console_fd.filter(|fd| *fd > 2).map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    let mut keep = vec![result.as_raw_fd()];
+    keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
+    close_other_fds(&keep);
     redirect_stdio(opts.log_file.as_deref());
     let _ = nix::unistd::chdir("/");
     if let Err(e) = sys::set_child_subreaper() {
         tracing::warn!(error = %e, "cannot become a child subreaper");
     }
-    match Monitor::start(store, dir, opts) {
+    match Monitor::start(store, dir, opts, console) {
         Ok(mut m) => {
             init::send(result.as_fd(), "ok\n");
             drop(result);
@@ -41,24 +46,6 @@ pub fn monitor_main(store: &StateStore, dir: &Path, opts: &CreateOptions, result
             init::send(result.as_fd(), &format!("error: {msg}\n"));
             1
         }
-    }
-}
-
-fn redirect_stdio(log: Option<&Path>) {
-    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty());
-    if let Ok(null) = &null {
-        let _ = nix::unistd::dup2_stdin(null);
-        let _ = nix::unistd::dup2_stdout(null);
-    }
-    let logf = log.and_then(|p| super::log::open_log(p).ok());
-    match (logf, &null) {
-        (Some(f), _) => {
-            let _ = nix::unistd::dup2_stderr(&f);
-        }
-        (None, Ok(null)) => {
-            let _ = nix::unistd::dup2_stderr(null);
-        }
-        _ => {}
     }
 }
 
@@ -84,11 +71,16 @@ struct Monitor {
     err_r: Option<OwnedFd>,
     log: Option<LogWriter>,
     start_error: Option<String>,
+    /// The spec, when it has hooks.
+    hooks_spec: Option<Box<oci_spec::runtime::Spec>>,
+    /// The init has no pid namespace of its own: its exit does not end the
+    /// other processes, the monitor kills them (as containerd's shim does).
+    shared_pidns: bool,
 }
 
 
 impl Monitor {
-    fn start(store: &StateStore, dir: &Path, opts: &CreateOptions) -> Result<Self, String> {
+    fn start(store: &StateStore, dir: &Path, opts: &CreateOptions, console: Option<OwnedFd>) -> Result<Self, String> {
         let b = &opts.bundle;
         let cg_path = b.cgroups_path().unwrap_or_else(|| format!("/{}", opts.id));
         let cgroup = Cgroup::new(&opts.cgroup_root, opts.cgroup_mode, &cg_path).map_err(|e| e.to_string())?;
@@ -117,6 +109,7 @@ impl Monitor {
         let (sync_r, sync_w) = pipe().map_err(&fail)?;
         let (out_r, out_w) = pipe().map_err(&fail)?;
         let (err_r, err_w) = pipe().map_err(&fail)?;
+        let own_pidns = super::hooks::own_pidns(&b.spec);
         enter_pid_ns(&b.spec).map_err(&fail)?;
         let cfg = InitConfig {
             spec: b.spec.clone(),
@@ -133,13 +126,15 @@ impl Monitor {
             ForkResult::Child => {
                 drop((listener, go_w, sync_r, out_r, err_r, log));
                 // The create caller's result pipe must not stay open in the init.
-                let keep = [go_r.as_raw_fd(), sync_w.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+                let mut keep = vec![go_r.as_raw_fd(), sync_w.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+                keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
                 close_other_fds(&keep);
-                init_main(&cfg, ChildFds { go_r, sync_w, out_w, err_w })
+                init_main(&cfg, ChildFds { go_r, sync_w, out_w, err_w, console })
             }
             ForkResult::Parent { child } => child,
         };
-        drop((go_r, sync_w, out_w, err_w));
+        drop((go_r, sync_w, out_w, err_w, console));
+        let restored = super::hooks::restore_pidns(own_pidns);
         let mut m = Monitor {
             store: store.clone(),
             state: initial_state(opts, child.as_raw(), leaves.clone(), &cg_path),
@@ -155,8 +150,10 @@ impl Monitor {
             err_r: Some(err_r),
             log: Some(log),
             start_error: None,
+            hooks_spec: b.spec.hooks().is_some().then(|| Box::new(b.spec.clone())),
+            shared_pidns: super::spawn::shares_pidns(&b.spec),
         };
-        m.wait_ready().map_err(|e| {
+        restored.and_then(|()| m.wait_ready()).map_err(|e| {
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
             let _ = waitpid(child, None);
             fail(e)
@@ -168,11 +165,23 @@ impl Monitor {
     fn wait_ready(&mut self) -> Result<(), String> {
         let pid = self.child.as_raw();
         self.cgroup.add_pid(&self.state.cgroup_paths, pid).map_err(|e| e.to_string())?;
-        if let Some(go) = &self.go_w {
-            init::send(go.as_fd(), "g");
-        }
+        let Some(go) = &self.go_w else { return Err("no go pipe".into()) };
+        init::send(go.as_fd(), "g");
         let Some(sync) = &self.sync_r else { return Err("no sync pipe".into()) };
-        let msg = read_line(sync.as_fd());
+        if let Some(spec) = &self.hooks_spec {
+            if super::hooks::init_needs_state(spec) {
+                let mut line = super::hooks::state_json(&self.state);
+                line.push(b'\n');
+                init::send(go.as_fd(), &String::from_utf8_lossy(&line));
+            }
+        }
+        let mut msg = read_line(sync.as_fd());
+        if msg == super::hooks::HOOKS_DUE {
+            let spec = self.hooks_spec.as_deref().ok_or("the init asked for hooks the spec does not have")?;
+            super::hooks::run_create_runtime(spec, &self.state)?;
+            init::send(go.as_fd(), super::hooks::HOOKS_DONE);
+            msg = read_line(sync.as_fd());
+        }
         if msg != "ready" {
             let msg = msg.strip_prefix("error: ").unwrap_or(&msg).to_string();
             return Err(if msg.is_empty() { "container init exited during setup".into() } else { msg });
@@ -193,6 +202,9 @@ impl Monitor {
             if exit.is_none() {
                 exit = self.reap();
                 if exit.is_some() {
+                    if self.shared_pidns {
+                        super::spawn::kill_leftovers(&self.state);
+                    }
                     self.child_fd = None;
                     drain_deadline = Some(Instant::now() + Duration::from_secs(2));
                 }
@@ -310,6 +322,9 @@ impl Monitor {
                     self.state.started_at = Some(now_rfc3339());
                     self.state.status = Status::Running;
                     let _ = self.store.save(&self.state);
+                    if let Some(spec) = &self.hooks_spec {
+                        super::hooks::run_poststart(spec, &self.state);
+                    }
                     if let Some(mut c) = self.start_conn.take() {
                         let _ = c.write_all(b"ok\n");
                     }
@@ -367,29 +382,5 @@ impl Monitor {
         if let Err(e) = self.store.save(s) {
             tracing::error!(error = %e, "cannot record exit");
         }
-    }
-}
-
-fn initial_state(opts: &CreateOptions, pid: i32, leaves: Vec<std::path::PathBuf>, cg_path: &str) -> ContainerState {
-    let b = &opts.bundle;
-    ContainerState {
-        oci_version: b.spec.version().clone(),
-        id: opts.id.clone(),
-        pid,
-        status: Status::Creating,
-        bundle: b.dir.clone(),
-        rootfs: b.rootfs.clone(),
-        created: now_rfc3339(),
-        owner: String::new(),
-        annotations: b.annotations.clone(),
-        exit_code: None,
-        reason: None,
-        message: None,
-        started_at: None,
-        finished_at: None,
-        monitor_pid: std::process::id() as i32,
-        init_start_time: 0,
-        cgroup_paths: leaves,
-        cgroups_path: cg_path.to_string(),
     }
 }

@@ -1,12 +1,18 @@
 //! The monitor's side of the container init: entering the pid namespace before
-//! the fork, and the forked child's life until it execs the container process.
+//! the fork, the forked child's life until it execs the container process,
+//! and the monitor's own stdio and first state.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 
+use crate::hooks::{self, Kind};
 use crate::init::{self, InitConfig};
+use crate::state::{now_rfc3339, ContainerState, Status};
+
+use super::CreateOptions;
 
 /// The init-side ends of the pipes.
 pub(super) struct ChildFds {
@@ -14,6 +20,8 @@ pub(super) struct ChildFds {
     pub sync_w: OwnedFd,
     pub out_w: OwnedFd,
     pub err_w: OwnedFd,
+    /// The console socket, when process.terminal is set.
+    pub console: Option<OwnedFd>,
 }
 
 /// Joins the pid namespace given by path, or unshares a new one, so the next
@@ -56,10 +64,25 @@ pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
     if !init::wait_byte(fds.go_r.as_fd()) {
         std::process::exit(1);
     }
-    match init::setup(cfg) {
+    let state = if super::hooks::init_needs_state(&cfg.spec) { read_line(fds.go_r.as_fd()) } else { String::new() };
+    let mut before_pivot = || -> Result<(), init::Error> {
+        if super::hooks::runtime_hooks_before_pivot(&cfg.spec) {
+            init::send(fds.sync_w.as_fd(), &format!("{}\n", super::hooks::HOOKS_DUE));
+            if !init::wait_byte(fds.go_r.as_fd()) {
+                return Err(init::Error::Invalid("the monitor went away while running hooks".into()));
+            }
+        }
+        hooks::run(&cfg.spec, Kind::CreateContainer, state.as_bytes()).map_err(|e| init::Error::Invalid(e.to_string()))
+    };
+    match init::setup(cfg, fds.console, &mut before_pivot) {
         Ok(exec) => {
             init::send(fds.sync_w.as_fd(), "ready\n");
             if !init::wait_byte(fds.go_r.as_fd()) {
+                std::process::exit(1);
+            }
+            let started = state.replacen("\"status\":\"creating\"", "\"status\":\"created\"", 1);
+            if let Err(e) = hooks::run(&cfg.spec, Kind::StartContainer, started.as_bytes()) {
+                init::send(fds.sync_w.as_fd(), &format!("error: {e}\n"));
                 std::process::exit(1);
             }
             let e = exec.exec();
@@ -70,5 +93,71 @@ pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
             init::send(fds.sync_w.as_fd(), &format!("error: {e}\n"));
             std::process::exit(1)
         }
+    }
+}
+
+/// The monitor's stdio: /dev/null, stderr to the --log file when given.
+pub(super) fn redirect_stdio(log: Option<&Path>) {
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty());
+    if let Ok(null) = &null {
+        let _ = nix::unistd::dup2_stdin(null);
+        let _ = nix::unistd::dup2_stdout(null);
+    }
+    let logf = log.and_then(|p| super::log::open_log(p).ok());
+    match (logf, &null) {
+        (Some(f), _) => {
+            let _ = nix::unistd::dup2_stderr(&f);
+        }
+        (None, Ok(null)) => {
+            let _ = nix::unistd::dup2_stderr(null);
+        }
+        _ => {}
+    }
+}
+
+/// The state saved once the init reported ready (status `creating` until then).
+pub(super) fn initial_state(opts: &CreateOptions, pid: i32, leaves: Vec<std::path::PathBuf>, cg_path: &str) -> ContainerState {
+    let b = &opts.bundle;
+    ContainerState {
+        oci_version: b.spec.version().clone(),
+        id: opts.id.clone(),
+        pid,
+        status: Status::Creating,
+        bundle: b.dir.clone(),
+        rootfs: b.rootfs.clone(),
+        created: now_rfc3339(),
+        owner: String::new(),
+        annotations: b.annotations.clone(),
+        exit_code: None,
+        reason: None,
+        message: None,
+        started_at: None,
+        finished_at: None,
+        monitor_pid: std::process::id() as i32,
+        init_start_time: 0,
+        cgroup_paths: leaves,
+        cgroups_path: cg_path.to_string(),
+    }
+}
+
+/// Whether the spec gives the init no pid namespace of its own.
+pub(super) fn shares_pidns(spec: &oci_spec::runtime::Spec) -> bool {
+    !init::namespaces(spec).unwrap_or_default().iter().any(|(f, p)| *f == CloneFlags::CLONE_NEWPID && p.is_none())
+}
+
+/// SIGKILLs what is left in the container's cgroup once its init exited
+/// (bounded: a few rounds for processes forked meanwhile). No process of the
+/// container outlives its monitor, which keeps the runtime binary busy
+/// (CVE-2019-5736, see the module doc of `monitor`).
+pub(super) fn kill_leftovers(st: &ContainerState) {
+    for _ in 0..10 {
+        let pids = crate::cli::cgroup_pids(st).unwrap_or_default();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

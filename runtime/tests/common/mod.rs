@@ -1,6 +1,8 @@
 //! Helpers shared by the runtime's integration tests.
 #![allow(dead_code)]
 
+pub mod bundle;
+pub mod cgroup_files;
 pub mod oci_fixture;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
