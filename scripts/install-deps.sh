@@ -4,11 +4,11 @@
 set -euo pipefail
 
 packages=(
-  build-essential pkg-config ca-certificates curl git
+  build-essential pkg-config ca-certificates curl git libseccomp-dev openssl
   iproute2 iptables conntrack util-linux procps kmod
   busybox-static dnsutils sqlite3 python3 python3-venv
   runc crun containernetworking-plugins
-  nftables docker-registry skopeo umoci dnsperf unbound
+  nftables docker-registry skopeo umoci dnsperf unbound etcd-server
 )
 
 missing=()

@@ -5,103 +5,16 @@
 //! tag each fail clearly and leave nothing trusted behind.
 
 mod common;
+#[path = "common/image_env.rs"]
+mod image_env;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
-use common::oci_fixture::{build_image, push, push_as, require_tools, wrap_in_index, Netns, Registry};
-use common::{require_root, unique};
+use common::oci_fixture::{build_image, build_image_with, push, push_as, require_tools, wrap_in_index, Netns, Registry};
+use common::require_root;
+use image_env::{count, err, ok, ok_status, Env, BIN, WHITEOUT_SCRIPT};
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_minion-runtime");
-
-/// A namespace with a registry holding the test image as `test/multi:v1`.
-struct Env {
-    ns: Netns,
-    reg: Registry,
-    tmp: tempfile::TempDir,
-    layers: Vec<String>,
-}
-
-impl Env {
-    fn new() -> Option<Env> {
-        if !require_root() || !require_tools() {
-            return None;
-        }
-        let ns = Netns::new();
-        let reg = Registry::start(&ns, 5000);
-        let tmp = tempfile::tempdir().unwrap();
-        let img = build_image(&tmp.path().join("layout"), "v1", 0, 0);
-        push(&ns, &img, &reg, "test/multi");
-        Some(Env { ns, reg, tmp, layers: img.layers })
-    }
-
-    fn store(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    /// Runs minion-runtime inside the namespace with the given image root.
-    fn rt(&self, store: &Path, args: &[&str]) -> Output {
-        self.ns
-            .cmd(BIN)
-            .arg("--root")
-            .arg(self.tmp.path().join("state"))
-            .arg("--image-root")
-            .arg(store)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs minion-runtime in the host namespaces (`ip netns exec` remounts /sys,
-    /// hiding the cgroup mounts a container needs).
-    fn rt_host(&self, store: &Path, args: &[&str]) -> Output {
-        std::process::Command::new(BIN)
-            .arg("--root")
-            .arg(self.tmp.path().join("state"))
-            .arg("--image-root")
-            .arg(store)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn pull(&self, store: &Path, reference: &str) -> Output {
-        self.rt(store, &["image", "pull", reference, "--insecure-registry", &self.reg.addr])
-    }
-}
-
-fn ok(o: &Output) -> Value {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn err(o: &Output) -> String {
-    assert!(!o.status.success(), "unexpected success: {}", String::from_utf8_lossy(&o.stdout));
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    eprintln!("expected error: {}", e.trim());
-    e
-}
-
-fn count(dir: &Path) -> usize {
-    fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
-}
-
-fn bundle(dir: &Path, rootfs: &str, script: &str) -> PathBuf {
-    let b = dir.join(unique("bundle"));
-    fs::create_dir_all(b.join("rootfs")).unwrap();
-    let cfg = json!({
-        "ociVersion": "1.0.2",
-        "root": {"path": "rootfs"},
-        "process": {"args": ["/bin/sh", "-c", script], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}},
-        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
-        "annotations": {"io.minion.image.rootfs": rootfs},
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}]}
-    });
-    fs::write(b.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-    b
-}
 
 #[test]
 fn pull_run_whiteouts_and_second_pull_transfers_nothing() {
@@ -121,13 +34,8 @@ fn pull_run_whiteouts_and_second_pull_transfers_nothing() {
     assert_eq!(count(&store.join("blobs/sha256")), 4, "3 layers + config");
     assert_eq!(count(&store.join("tmp")), 0);
 
-    let script = "test ! -e /etc/gone && test -e /etc/kept && test ! -e /dir/old && test -e /dir/new && test -e /etc/third";
-    let b = bundle(env.tmp.path(), &rootfs, script);
-    let run = env.rt_host(&store, &["run", &unique("ctr"), "--bundle", b.to_str().unwrap()]);
-    assert_eq!(run.status.code(), Some(0), "whiteout/opaque not honoured: {}", String::from_utf8_lossy(&run.stderr));
-    let b = bundle(env.tmp.path(), &rootfs, "test -e /etc/gone");
-    let run = env.rt_host(&store, &["run", &unique("ctr"), "--bundle", b.to_str().unwrap()]);
-    assert_eq!(run.status.code(), Some(1), "the check itself must be able to fail");
+    assert_eq!(env.run_in(&store, &rootfs, WHITEOUT_SCRIPT), Some(0), "whiteout/opaque not honoured");
+    assert_eq!(env.run_in(&store, &rootfs, "test -e /etc/gone"), Some(1), "the check itself must be able to fail");
 
     let before = env.reg.blob_gets();
     assert!(before >= 4, "registry log should count blob GETs: {before}\n{}", env.reg.log());
@@ -158,10 +66,6 @@ fn pull_run_whiteouts_and_second_pull_transfers_nothing() {
     assert_eq!(count(&store.join("blobs/sha256")), 0);
 }
 
-fn ok_status(o: &Output) {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-}
-
 #[test]
 fn corrupt_blob_missing_tag_and_registry_down_fail_clearly() {
     let Some(env) = Env::new() else { return };
@@ -169,7 +73,7 @@ fn corrupt_blob_missing_tag_and_registry_down_fail_clearly() {
 
     let e = err(&env.pull(&store, "127.0.0.1:5000/test/multi:nope"));
     assert!(e.starts_with("minion-runtime: error: pulling 127.0.0.1:5000/test/multi:nope from 127.0.0.1:5000"), "{e}");
-    assert!(e.to_lowercase().contains("manifest unknown") || e.contains("not found"), "{e}");
+    assert!(e.contains("the registry has no tag \"nope\" in repository test/multi") && e.contains("manifest unknown"), "{e}");
 
     let e = err(&env.rt(&store, &["image", "pull", "127.0.0.1:5999/test/multi:v1", "--insecure-registry", "127.0.0.1:5999"]));
     assert!(e.contains("registry 127.0.0.1:5999 unreachable"), "{e}");
@@ -217,10 +121,12 @@ fn credentials_from_a_docker_config_json() {
 
     let e = err(&rt(&["image", "pull", reference, "--insecure-registry", "127.0.0.1:5000"]));
     assert!(e.contains("pulling 127.0.0.1:5000/private/app:v1 from 127.0.0.1:5000"), "{e}");
+    assert!(e.contains("401 Unauthorized") && e.contains("anonymously"), "{e}");
 
     let wrong = tmp.path().join("wrong.json");
     fs::write(&wrong, r#"{"auths":{"127.0.0.1:5000":{"auth":"bWluaW9uOm5vcGU="}}}"#).unwrap();
-    err(&rt(&["image", "pull", reference, "--insecure-registry", "127.0.0.1:5000", "--auth-file", wrong.to_str().unwrap()]));
+    let e = err(&rt(&["image", "pull", reference, "--insecure-registry", "127.0.0.1:5000", "--auth-file", wrong.to_str().unwrap()]));
+    assert!(e.contains("401 Unauthorized") && e.contains("\"minion\""), "{e}");
 
     // "minion:s3cret", as a kubernetes.io/dockerconfigjson Secret holds it.
     let good = tmp.path().join("config.json");
@@ -241,4 +147,33 @@ fn image_index_resolves_to_linux_amd64() {
     let top = fs::read_to_string(img.layout.join("index.json")).unwrap();
     let index_digest = serde_json::from_str::<Value>(&top).unwrap()["manifests"][0]["digest"].clone();
     assert_eq!(got["repoDigest"], json!(format!("127.0.0.1:5000/test/multiarch@{}", index_digest.as_str().unwrap())));
+}
+
+#[test]
+fn docker_manifest_list_and_schema2_media_types() {
+    let Some(env) = Env::new() else { return };
+    // gzip only: Docker's schema 2 has no zstd layers.
+    let img = build_image_with(&env.tmp.path().join("docker"), "d1", 0, 0, false);
+    wrap_in_index(&img);
+    let out = env
+        .ns
+        .cmd("skopeo")
+        .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false", "--all", "--format", "v2s2"])
+        .arg(format!("oci:{}:d1", img.layout.display()))
+        .arg("docker://127.0.0.1:5000/test/docker:d1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy --format v2s2: {}", String::from_utf8_lossy(&out.stderr));
+    let accept = "Accept: application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+    let top = env.ns.cmd("curl").args(["-sf", "-H", accept, "http://127.0.0.1:5000/v2/test/docker/manifests/d1"]).output().unwrap();
+    let top: Value = serde_json::from_slice(&top.stdout).unwrap();
+    assert_eq!(top["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json", "{top}");
+    let amd = top["manifests"].as_array().unwrap().iter().find(|m| m["platform"]["architecture"] == "amd64").unwrap().clone();
+    assert_eq!(amd["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+
+    let store = env.store("images");
+    let got = ok(&env.pull(&store, "127.0.0.1:5000/test/docker:d1"));
+    assert_eq!(got["config"]["Cmd"], json!(["sh"]), "the arm64 manifest was chosen: {got}");
+    assert_eq!(got["layers"], 3);
+    assert_eq!(env.run_in(&store, got["rootfs"].as_str().unwrap(), WHITEOUT_SCRIPT), Some(0));
 }

@@ -37,6 +37,12 @@ impl Drop for TmpDir {
 
 /// `image import NAME PATH`: detects what PATH holds and imports it.
 pub fn import(store: &ImageStore, name: &str, src: &Path, config: Option<ImageConfig>) -> Result<Image, Error> {
+    let res = import_any(store, name, src, config);
+    store.release();
+    res
+}
+
+fn import_any(store: &ImageStore, name: &str, src: &Path, config: Option<ImageConfig>) -> Result<Image, Error> {
     let r = ImageRef::parse(name)?;
     let meta = fs::metadata(src).map_err(io("stat", src))?;
     if meta.is_dir() {
@@ -49,7 +55,7 @@ pub fn import(store: &ImageStore, name: &str, src: &Path, config: Option<ImageCo
         return import_rootfs_dir(store, &r, src, config);
     }
     if let Some(kind) = archive_kind(src)? {
-        let tmp = TmpDir(store.tmp_path("import"));
+        let tmp = TmpDir(store.tmp_path("import")?);
         fs::create_dir_all(&tmp.0).map_err(io("create", &tmp.0))?;
         let f = fs::File::open(src).map_err(io("open", src))?;
         tar::Archive::new(f).unpack(&tmp.0).map_err(|e| ierr(src, e.to_string()))?;
@@ -98,7 +104,7 @@ fn file_digest(p: &Path) -> Result<String, Error> {
 
 /// A plain rootfs directory becomes one uncompressed layer.
 fn import_rootfs_dir(store: &ImageStore, r: &ImageRef, src: &Path, config: Option<ImageConfig>) -> Result<Image, Error> {
-    let tarp = store.tmp_path("layer.tar");
+    let tarp = store.tmp_path("layer.tar")?;
     let res = (|| {
         let f = fs::File::create(&tarp).map_err(io("create", &tarp))?;
         let mut b = tar::Builder::new(f);
@@ -142,6 +148,7 @@ fn finish_rootfs_import(store: &ImageStore, r: &ImageRef, digest: &str, config: 
 
 /// Copies a blob from an unpacked archive into the store, verifying it.
 fn copy_blob(store: &ImageStore, file: &Path, digest: &str, what: &str) -> Result<(), Error> {
+    store.hold(&[digest])?;
     if store.has_blob(digest) {
         return Ok(());
     }
@@ -186,6 +193,7 @@ fn import_manifest(
     let cfg: ConfigFile = serde_json::from_slice(&store.read_blob(&cdesc.digest)?).map_err(|e| ierr(src, e.to_string()))?;
     let layers = layers_of(m, &cfg)?;
     for l in &layers {
+        store.hold(&[&l.digest, &l.diff_id])?;
         if !store.has_snapshot(&l.diff_id) {
             copy_blob(store, &blob(&l.digest)?, &l.digest, "layer blob")?;
             unpack::unpack_layer(store, &l.digest, &l.diff_id)?;
@@ -237,9 +245,19 @@ fn oci_layer_type(l: &Layer) -> &'static str {
 /// `image export NAME PATH --format F`: PATH ending in `.tar` gets a tarball,
 /// anything else a directory.
 pub fn export(store: &ImageStore, name: &str, dest: &Path, format: Format) -> Result<(), Error> {
+    let res = export_to(store, name, dest, format);
+    store.release();
+    res
+}
+
+fn export_to(store: &ImageStore, name: &str, dest: &Path, format: Format) -> Result<(), Error> {
     let rec = store.record(name)?;
+    // Held while exported: a concurrent `image rm` does not pull blobs from under us.
+    let mut held = vec![rec.config_digest.as_str()];
+    held.extend(rec.layers.iter().map(|l| l.digest.as_str()));
+    store.hold(&held)?;
     let as_tar = dest.extension().is_some_and(|e| e == "tar");
-    let tmp = TmpDir(store.tmp_path("export"));
+    let tmp = TmpDir(store.tmp_path("export")?);
     let out = if as_tar { tmp.0.clone() } else { dest.to_path_buf() };
     fs::create_dir_all(&out).map_err(io("create", &out))?;
     match format {

@@ -6,12 +6,15 @@
 //! whiteouts, and one record per image name under `<image-root>/images/`. A
 //! container's rootfs is overlayfs over its image's snapshots (top layer first) plus
 //! the container's own upper dir. Every write is temp + rename, so nothing half
-//! written is ever trusted.
+//! written is ever trusted; temporaries live in a per-process session directory
+//! that is swept once its process is gone, and a lease keeps what a pull relies on
+//! safe from a concurrent `image rm` or image GC.
 
 pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod gc;
+pub mod lease;
 pub mod manifest;
 pub mod name;
 pub mod pull;

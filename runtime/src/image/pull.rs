@@ -18,7 +18,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest as _, Sha256};
 
 use super::manifest::{choose_platform, layers_of, ConfigFile, Descriptor, Manifest};
@@ -115,6 +115,7 @@ pub fn pull(store: &ImageStore, name: &str, opts: &PullOptions) -> Result<Image,
         std::thread::sleep(Duration::from_millis(5));
     }
     rt.shutdown_background();
+    store.release();
     res
 }
 
@@ -133,6 +134,8 @@ struct Puller<'a> {
     oref: Reference,
     client: Client,
     auth: RegistryAuth,
+    /// Who we pull as, for error messages: `anonymously` or the user and auth file.
+    who: String,
     opts: &'a PullOptions,
     progress: RefCell<Progress>,
     /// Layer unpacks running on blocking threads.
@@ -141,12 +144,16 @@ struct Puller<'a> {
 
 impl<'a> Puller<'a> {
     fn new(store: &'a ImageStore, r: ImageRef, opts: &'a PullOptions) -> Result<Self, Error> {
-        let auth = match &opts.auth_file {
-            Some(p) => match auth::lookup_file(p, &r.registry)? {
-                Some(c) => RegistryAuth::Basic(c.username, c.password),
-                None => RegistryAuth::Anonymous,
-            },
-            None => RegistryAuth::Anonymous,
+        let creds = match &opts.auth_file {
+            Some(p) => auth::lookup_file(p, &r.registry)?.map(|c| (c, p)),
+            None => None,
+        };
+        let (auth, who) = match creds {
+            Some((c, p)) => {
+                let who = format!("user {:?} (credentials from {})", c.username, p.display());
+                (RegistryAuth::Basic(c.username, c.password), who)
+            }
+            None => (RegistryAuth::Anonymous, "anonymously".to_string()),
         };
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(opts.insecure.clone()),
@@ -170,10 +177,40 @@ impl<'a> Puller<'a> {
             bytes_done: 0,
             last: Instant::now(),
         };
-        Ok(Self { store, r, oref, client: Client::new(config), auth, opts, progress: RefCell::new(progress), inflight: Arc::default() })
+        Ok(Self { store, r, oref, client: Client::new(config), auth, who, opts, progress: RefCell::new(progress), inflight: Arc::default() })
     }
 
     fn reg_err(&self, e: &OciDistributionError) -> Error {
+        if let OciDistributionError::UnauthorizedError { url } = e {
+            let why = match self.auth {
+                RegistryAuth::Anonymous => format!(
+                    "pulled anonymously, and {} wants credentials (an imagePullSecret / --auth-file entry for it)",
+                    self.r.registry
+                ),
+                _ => format!("it refused {} (wrong credentials, or no pull access to {})", self.who, self.r.repository),
+            };
+            return Error::Registry {
+                registry: self.r.registry.clone(),
+                image: self.r.to_string(),
+                msg: format!("the registry answered 401 Unauthorized for {url}: {why}"),
+            };
+        }
+        if let OciDistributionError::RegistryError { envelope, url } = e {
+            use oci_client::errors::OciErrorCode::{ManifestUnknown, NameUnknown};
+            let missing = envelope.errors.iter().any(|x| matches!(x.code, ManifestUnknown | NameUnknown));
+            if missing {
+                let what = match (&self.r.tag, &self.r.digest) {
+                    (_, Some(d)) => format!("manifest {d}"),
+                    (Some(t), None) => format!("tag {t:?}"),
+                    (None, None) => "tag \"latest\"".to_string(),
+                };
+                return Error::Registry {
+                    registry: self.r.registry.clone(),
+                    image: self.r.to_string(),
+                    msg: format!("the registry has no {what} in repository {} (404 {envelope}, {url})", self.r.repository),
+                };
+            }
+        }
         let msg = chain(e);
         let unreachable = match e {
             OciDistributionError::RequestError(re) => re.is_connect() || re.is_timeout(),
@@ -185,6 +222,25 @@ impl<'a> Puller<'a> {
             Error::Unreachable { registry, image, msg }
         } else {
             Error::Registry { registry, image, msg }
+        }
+    }
+
+    /// Logs in: for a registry with token auth (Docker Hub, distribution's
+    /// `auth: token`), fetches a bearer token from the registry's realm with the
+    /// pull secret's credentials, if any, so that a refusal is reported as what
+    /// it is rather than as a later 401.
+    async fn authenticate(&self) -> Result<(), Error> {
+        match self.client.auth(&self.oref, &self.auth, RegistryOperation::Pull).await {
+            Ok(_) => Ok(()),
+            Err(OciDistributionError::AuthenticationFailure(reason)) => {
+                let reason: String = reason.trim().chars().take(300).collect();
+                Err(Error::Registry {
+                    registry: self.r.registry.clone(),
+                    image: self.r.to_string(),
+                    msg: format!("the registry's token service refused to log in {}: {reason}", self.who),
+                })
+            }
+            Err(e) => Err(self.reg_err(&e)),
         }
     }
 
@@ -223,6 +279,7 @@ impl<'a> Puller<'a> {
     async fn run(self) -> Result<Image, Error> {
         let start = Instant::now();
         self.preflight().await?;
+        self.authenticate().await?;
         let (top, top_digest) = self.manifest(&self.oref, self.r.digest.as_deref()).await?;
         let manifest = match &top.manifests {
             Some(entries) => {
@@ -271,6 +328,7 @@ impl<'a> Puller<'a> {
     }
 
     async fn config_blob(&self, d: &Descriptor) -> Result<Vec<u8>, Error> {
+        self.store.hold(&[&d.digest])?;
         if self.store.has_blob(&d.digest) {
             return self.store.read_blob(&d.digest);
         }
@@ -290,6 +348,8 @@ impl<'a> Puller<'a> {
 
     /// Makes sure one layer's snapshot exists, downloading its blob if needed.
     async fn layer(&self, l: &Layer) -> Result<(), Error> {
+        // Held before looking: a concurrent `image rm` / GC then keeps what we find.
+        self.store.hold(&[&l.digest, &l.diff_id])?;
         if !self.store.has_snapshot(&l.diff_id) {
             if !self.store.has_blob(&l.digest) {
                 self.download(l).await?;
@@ -300,7 +360,10 @@ impl<'a> Puller<'a> {
             self.inflight.fetch_add(1, Ordering::SeqCst);
             let guard = InflightGuard(self.inflight.clone());
             tokio::task::spawn_blocking(move || {
+                // The store clone goes first: when the pull ends, its session
+                // directory is gone once no unpack is in flight.
                 let _guard = guard;
+                let store = store;
                 unpack::unpack_layer(&store, &digest, &diff)
             })
                 .await
@@ -318,7 +381,7 @@ impl<'a> Puller<'a> {
     async fn download(&self, l: &Layer) -> Result<(), Error> {
         let desc = OciDescriptor { digest: l.digest.clone(), media_type: l.media_type.clone(), size: l.size as i64, ..Default::default() };
         let mut stream = self.client.pull_blob_stream(&self.oref, &desc).await.map_err(|e| self.reg_err(&e))?;
-        let guard = TmpFile(self.store.tmp_path("blob"));
+        let guard = TmpFile(self.store.tmp_path("blob")?);
         let tmp = &guard.0;
         let res = async {
             let mut f = fs::File::create(tmp).map_err(io("create", tmp))?;

@@ -1,24 +1,27 @@
 //! The on-disk content store: blobs by digest, layer snapshots by diff id, image
-//! records by name. Writes go to `tmp/` first and are renamed into place only once
-//! complete and verified.
+//! records by name. Writes go to the writer's session directory under `tmp/`
+//! first and are renamed into place only once complete and verified; content a
+//! writer relies on is held by its lease (see [`super::lease`]) so that a
+//! concurrent `image rm` or GC keeps it.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
+use super::lease::{self, Session, StoreLock};
 use super::name::{sanitise, ImageRef};
 use super::{io, Error, Image, Record};
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// The image store rooted at a directory (`--image-root`).
+/// The image store rooted at a directory (`--image-root`). Clones share one
+/// session (temporary directory and lease), created on first write and ended by
+/// [`ImageStore::release`] or when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    session: Arc<Mutex<Option<Session>>>,
 }
 
 /// `sha256:<hex>` → `<hex>`, checking the algorithm and hex form.
@@ -40,13 +43,54 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 impl ImageStore {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`, removing what writers
+    /// that died (a pull killed mid-download or mid-unpack) left in `tmp/`.
     pub fn open(root: &Path) -> Result<Self, Error> {
         for sub in ["blobs/sha256", "snapshots", "images", "tmp"] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(io("create", &d))?;
         }
-        Ok(Self { root: root.to_path_buf() })
+        let store = Self { root: root.to_path_buf(), session: Arc::default() };
+        let _lock = store.lock(true)?;
+        lease::sweep(&store.root.join("tmp"))?;
+        Ok(store)
+    }
+
+    /// Takes the store lock (see [`super::lease`]).
+    fn lock(&self, exclusive: bool) -> Result<StoreLock, Error> {
+        lease::lock(&self.root.join("lock"), exclusive)
+    }
+
+    /// Runs `f` with this process's session, creating it on first use.
+    fn with_session<T>(&self, f: impl FnOnce(&Session) -> Result<T, Error>) -> Result<T, Error> {
+        let mut guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let _lock = self.lock(false)?;
+            *guard = Some(Session::create(&self.root.join("tmp"))?);
+        }
+        match guard.as_ref() {
+            Some(s) => f(s),
+            None => Err(Error::Unsupported("image store session vanished".into())),
+        }
+    }
+
+    /// Ends this process's session: its temporary directory goes and what it
+    /// held is no longer held (the end of a pull or an import).
+    pub fn release(&self) {
+        let old = self.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(old);
+    }
+
+    /// Holds content (blob digests or snapshot diff ids) until the session
+    /// ends ([`Self::release`], the last clone dropped, or the process dying):
+    /// no prune deletes it meanwhile. Call it before checking whether
+    /// the content is there, and rely on what the check then says.
+    pub fn hold(&self, digests: &[&str]) -> Result<(), Error> {
+        let hexes = digests.iter().map(|d| digest_hex(d)).collect::<Result<Vec<_>, _>>()?;
+        self.with_session(|s| {
+            let _lock = self.lock(false)?;
+            s.hold(&hexes)
+        })
     }
 
     /// The store's directory.
@@ -74,10 +118,10 @@ impl ImageStore {
         self.snapshot_path(diff_id).map(|p| p.is_dir()).unwrap_or(false)
     }
 
-    /// A fresh temporary path inside the store (same filesystem, for rename).
-    pub fn tmp_path(&self, what: &str) -> PathBuf {
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.root.join("tmp").join(format!("{what}-{}-{n}", std::process::id()))
+    /// A fresh temporary path inside this process's session directory (same
+    /// filesystem as the store, for rename).
+    pub fn tmp_path(&self, what: &str) -> Result<PathBuf, Error> {
+        self.with_session(|s| Ok(s.tmp_path(what)))
     }
 
     /// Reads a stored blob.
@@ -95,7 +139,8 @@ impl ImageStore {
     /// blob becomes visible.
     pub fn put_blob_reader(&self, digest: &str, mut r: impl Read, what: &str) -> Result<PathBuf, Error> {
         let dest = self.blob_path(digest)?;
-        let tmp = self.tmp_path("blob");
+        self.hold(&[digest])?;
+        let tmp = self.tmp_path("blob")?;
         let res = (|| {
             let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
             let mut h = Sha256::new();
@@ -125,6 +170,7 @@ impl ImageStore {
     /// with another pull of the same layer is fine: the other copy is identical.
     pub fn commit_snapshot(&self, tmp: &Path, diff_id: &str) -> Result<PathBuf, Error> {
         let dest = self.snapshot_path(diff_id)?;
+        self.hold(&[diff_id])?;
         if let Err(e) = fs::rename(tmp, &dest) {
             let _ = fs::remove_dir_all(tmp);
             if !dest.is_dir() {
@@ -141,7 +187,7 @@ impl ImageStore {
     /// Writes an image record atomically.
     pub fn save_record(&self, rec: &Record) -> Result<Image, Error> {
         let p = self.record_path(&rec.name);
-        let tmp = self.tmp_path("record");
+        let tmp = self.tmp_path("record")?;
         let data = serde_json::to_vec_pretty(rec).map_err(|source| Error::Json { path: p.clone(), source })?;
         fs::write(&tmp, data).map_err(io("write", &tmp))?;
         fs::rename(&tmp, &p).map_err(io("rename", &tmp))?;
@@ -234,15 +280,23 @@ impl ImageStore {
     /// Removes an image (a missing image is an error), then the blobs and
     /// snapshots no other image uses.
     pub fn remove(&self, name: &str) -> Result<(), Error> {
+        let _lock = self.lock(true)?;
         let rec = self.record(name)?;
         let p = self.record_path(&rec.name);
         fs::remove_file(&p).map_err(io("remove", &p))?;
-        self.prune()
+        self.prune_locked()
     }
 
-    /// Deletes blobs and snapshots referenced by no image record, and stale temps.
+    /// Deletes blobs and snapshots referenced by no image record and held by no
+    /// live lease, and the temporary files of dead writers.
     pub fn prune(&self) -> Result<(), Error> {
-        let mut keep = BTreeSet::new();
+        let _lock = self.lock(true)?;
+        self.prune_locked()
+    }
+
+    /// [`Self::prune`], the exclusive store lock already taken.
+    fn prune_locked(&self) -> Result<(), Error> {
+        let mut keep = lease::sweep(&self.root.join("tmp"))?;
         for r in self.records()? {
             keep.insert(digest_hex(&r.config_digest)?.to_string());
             if let Some(m) = &r.manifest_digest {

@@ -75,7 +75,7 @@ pub fn unpack_layer_any(store: &ImageStore, digest: &str) -> Result<String, Erro
 /// Unpacks a blob into a fresh temporary dir; returns it and the diff id.
 fn unpack_to_tmp(store: &ImageStore, digest: &str) -> Result<(PathBuf, String), Error> {
     let blob = store.blob_path(digest)?;
-    let tmp = store.tmp_path("snapshot");
+    let tmp = store.tmp_path("snapshot")?;
     fs::create_dir_all(&tmp).map_err(ioerr("create", &tmp))?;
     let lerr = |msg: String| Error::Layer { digest: digest.to_string(), msg };
     let res = (|| {
@@ -176,6 +176,12 @@ mod tests {
         let e = unpack_layer(&store, &digest, &wrong).unwrap_err().to_string();
         assert!(e.contains("digest mismatch"), "{e}");
         assert!(!store.has_snapshot(&wrong));
+        // Only the session's lease is left in tmp/, and nothing once it ends.
+        for s in fs::read_dir(d.path().join("tmp")).unwrap() {
+            let names: Vec<_> = fs::read_dir(s.unwrap().path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, vec!["lease"]);
+        }
+        store.release();
         assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
         let snap = unpack_layer(&store, &digest, &digest).unwrap();
         assert_eq!(fs::read(snap.join("a")).unwrap(), b"1");

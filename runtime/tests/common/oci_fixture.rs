@@ -74,16 +74,23 @@ impl Registry {
     /// A registry requiring basic auth with the given htpasswd line (`user:bcrypt`).
     pub fn start_with(ns: &Netns, port: u16, htpasswd: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let auth = htpasswd.map(|line| {
+            let p = dir.path().join("htpasswd");
+            fs::write(&p, format!("{line}\n")).unwrap();
+            format!("auth:\n  htpasswd:\n    realm: minion-test\n    path: {}\n", p.display())
+        });
+        Self::start_in(ns, port, dir, auth.as_deref().unwrap_or(""))
+    }
+
+    /// A registry whose config ends with `auth_yaml` (an `auth:` section, or
+    /// nothing), keeping its data in `dir`.
+    pub fn start_in(ns: &Netns, port: u16, dir: tempfile::TempDir, auth_yaml: &str) -> Self {
         let addr = format!("127.0.0.1:{port}");
         let mut cfg = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
-        if let Some(line) = htpasswd {
-            let p = dir.path().join("htpasswd");
-            fs::write(&p, format!("{line}\n")).unwrap();
-            cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: minion-test\n    path: {}\n", p.display()));
-        }
+        cfg.push_str(auth_yaml);
         fs::write(dir.path().join("config.yml"), cfg).unwrap();
         let log = fs::File::create(dir.path().join("registry.log")).unwrap();
         let child = ns
