@@ -166,6 +166,14 @@ impl<A: RulesetApplier> Syncer<A> {
         let existing = self.kernel_chains()?;
         let stale = stale_chains(&blocks, &existing);
         let skip = self.unchanged_blocks(&blocks, &prints, &existing, full);
+        if !full && stale.is_empty() && skip.len() == blocks.len() && blocks.len() == self.applied.len() {
+            // Nothing changed since the last apply: rewriting the top-level chains
+            // would only reset the counters a user is watching.
+            let mut stats = stats(&blocks, &skip, 0);
+            (stats.restores, stats.commits) = (0, 0);
+            self.ensure_jumps()?;
+            return Ok(stats);
+        }
         let (input, commits) = plan(&blocks, &skip, stale.clone(), backend);
         let mut stats = stats(&blocks, &skip, stale.len());
         stats.commits = commits;

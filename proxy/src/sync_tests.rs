@@ -75,7 +75,7 @@ fn first_sync_is_one_restore_then_jumps_once() {
     let calls = fake.calls.lock().unwrap().clone();
     let jumps = calls.iter().filter(|c| matches!(c, Call::EnsureRule(_)));
     assert_eq!(jumps.count(), 7, "not re-checked while syncs succeed");
-    assert_eq!(fake.applied().len(), 3);
+    assert_eq!(fake.applied().len(), 2, "the unchanged partial sync applied nothing");
     let chains = fake.current_chains("nat").unwrap();
     assert!(chains.contains("KUBE-SVC-NPX46M4PTMTKRN6Y"));
 }
@@ -119,6 +119,20 @@ fn unchanged_snapshot_writes_no_service_chains_unless_full() {
 }
 
 #[test]
+fn unchanged_partial_sync_runs_no_restore_so_counters_survive() {
+    let fake = RecordingApplier::default();
+    let mut s = Syncer::new(fake.clone(), cfg());
+    s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
+    let stats = s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
+    assert_eq!((stats.restores, stats.chains_skipped), (0, 4));
+    assert_eq!(fake.applied().len(), 1, "a no-op sync must not rewrite KUBE-SERVICES");
+    s.sync(&snap(&["10.244.0.2", "10.244.0.3"], true), false).unwrap();
+    assert_eq!(fake.applied().len(), 2);
+    s.sync(&snap(&["10.244.0.2", "10.244.0.3"], true), true).unwrap();
+    assert_eq!(fake.applied().len(), 3, "a full sync always rewrites");
+}
+
+#[test]
 fn removed_service_chains_are_deleted() {
     let fake = RecordingApplier::default();
     let mut s = Syncer::new(fake.clone(), cfg());
@@ -146,7 +160,7 @@ fn failed_apply_forces_full_rewrite_next_time() {
     let mut s = Syncer::new(fake.clone(), cfg());
     s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
     *fake.fail_apply.lock().unwrap() = Some("boom".into());
-    let err = s.sync(&snap(&["10.244.0.2"], true), false).unwrap_err();
+    let err = s.sync(&snap(&["10.244.0.2", "10.244.0.3"], true), false).unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
     *fake.fail_apply.lock().unwrap() = None;
     assert_eq!(
