@@ -170,8 +170,8 @@ async fn timed(upstream: SocketAddr, exchange: Exchange<'_>) -> Result<Vec<u8>, 
 type Exchange<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, ForwardError>> + Send + 'a>>;
 
-/// The reply must be a response with the query's id and question.
-fn check_reply(
+/// An upstream reply must be a response with the query's id and question.
+pub fn check_reply(
     upstream: SocketAddr,
     query: &wire::Query<'_>,
     reply: &[u8],

@@ -13,13 +13,16 @@
 //! packet → one response), [`answer`] (the same semantics on hickory types, the
 //! reference the wire path is tested against), [`server`] (UDP workers and TCP),
 //! [`forward`] + [`cache`] (out-of-zone upstreams), [`watch`] (API watches),
-//! [`register`] (kube-dns Endpoints).
+//! [`register`] (kube-dns Endpoints), [`peers`] (dead replicas leave kube-dns),
+//! [`fuzz`] (the mutation fuzzer over the request path).
 
 pub mod answer;
 pub mod build;
 pub mod cache;
 pub mod forward;
+pub mod fuzz;
 pub mod index;
+pub mod peers;
 pub mod records;
 pub mod register;
 pub mod server;
@@ -130,6 +133,7 @@ pub use minion_client::from_kubeconfig as kube_client;
 /// keeps the kube-dns registration, and deregisters before returning.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let zone = Zone::new(&config.cluster_domain, config.ttl)?;
+    let zone_apex = zone.apex.clone();
     let serial = watch::next_serial(0);
     let records = Arc::new(ArcSwap::from_pointee(Records::empty(zone.clone(), serial)));
     let client = kube_client(&config.kubeconfig).await?;
@@ -144,6 +148,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let register_task = registration
         .clone()
         .map(|reg| tokio::spawn(keep_registered(client.clone(), reg, records.clone())));
+    let zone_wire = index::wire_name(&zone_apex).into_vec();
+    let prune_task = registration
+        .clone()
+        .map(|reg| tokio::spawn(peers::prune_dead_peers(client.clone(), reg, zone_wire)));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut serving = tokio::spawn(server.serve(async move {
         let _ = stopped.await;
@@ -152,7 +160,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         result = &mut serving => Some(result),
         () = shutdown => None,
     };
-    if let Some(task) = register_task {
+    for task in [register_task, prune_task].into_iter().flatten() {
         task.abort();
     }
     if let Some(reg) = registration {

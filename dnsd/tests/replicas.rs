@@ -1,6 +1,7 @@
 //! Two minion-dnsd processes behind the kube-dns Service: both register in the
 //! `kube-system/kube-dns` Endpoints of a real minion-apiserver (in-process); one is
-//! stopped with SIGTERM and deregisters, the other keeps answering.
+//! stopped with SIGTERM and deregisters, the other keeps answering; one is killed
+//! with SIGKILL and the other removes it from kube-dns.
 
 mod common;
 
@@ -147,6 +148,47 @@ async fn one_replica_stops_the_other_keeps_answering() {
         gone.raw
     );
 
+    drop(a);
+    let _ = stop_api.send(());
+}
+
+/// A replica killed with SIGKILL cannot deregister: the survivor's peer probe
+/// removes it from kube-dns within a few seconds, and never removes a live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_is_removed_by_the_survivor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api_port, stop_api) = start_apiserver(dir.path()).await;
+    let kubeconfig = write_kubeconfig(dir.path(), api_port);
+    let client = minion_dnsd::kube_client(&kubeconfig).await.unwrap();
+    let port = loop {
+        let p = free_port("127.0.0.4");
+        if std::net::UdpSocket::bind(("127.0.0.5", p)).is_ok() {
+            break p;
+        }
+    };
+    let a = spawn_replica(&kubeconfig, "127.0.0.4", port, &dir.path().join("a.log"));
+    let mut b = spawn_replica(&kubeconfig, "127.0.0.5", port, &dir.path().join("b.log"));
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "kube-system");
+    wait_registered(&endpoints, &["127.0.0.4", "127.0.0.5"]).await;
+    // Several probe rounds: live peers stay.
+    tokio::time::sleep(
+        minion_dnsd::peers::PROBE_INTERVAL * 2 * minion_dnsd::peers::FAILURES_TO_REMOVE,
+    )
+    .await;
+    assert_eq!(registered(&endpoints).await, ["127.0.0.4", "127.0.0.5"]);
+
+    b.child.kill().unwrap();
+    let killed = std::time::Instant::now();
+    tokio::task::block_in_place(|| b.child.wait()).unwrap();
+    wait_registered(&endpoints, &["127.0.0.4"]).await;
+    let removed_after = killed.elapsed();
+    assert!(
+        removed_after < Duration::from_secs(10),
+        "the dead replica left kube-dns only after {removed_after:?}"
+    );
+    let answer = adig(a.addr, &["cluster.local", "SOA"]).await;
+    assert_eq!(answer.status, "NOERROR", "{}", answer.raw);
+    eprintln!("killed replica removed from kube-dns after {removed_after:?}");
     drop(a);
     let _ = stop_api.send(());
 }

@@ -1,6 +1,7 @@
 //! Cluster DNS in the lab (issue 8): names in another namespace through the search
-//! path, headless Services, NXDOMAIN, and a dnsd replica restarting while a pod keeps
-//! resolving. Two nodes, so kube-dns has two replicas (one minion-dnsd per node).
+//! path, headless Services, NXDOMAIN, and a dnsd replica restarting, then killed
+//! (SIGKILL), while a pod keeps resolving. Two nodes, so kube-dns has two replicas
+//! (one minion-dnsd per node).
 
 use std::time::Duration;
 
@@ -73,6 +74,20 @@ fn kube_dns_addresses(lab: &Lab) -> usize {
     ep.ok().and_then(|e| e["subsets"][0]["addresses"].as_array().map(Vec::len)).unwrap_or(0)
 }
 
+/// The pid of a lab daemon (`node-1/dnsd`) from the lab's daemons file.
+fn daemon_pid(lab: &Lab, daemon: &str) -> Result<i32> {
+    let text = std::fs::read_to_string(lab.state_dir().join("daemons.json"))?;
+    let daemons: serde_json::Value = serde_json::from_str(&text)?;
+    daemons
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["name"] == daemon)
+        .and_then(|d| d["pid"].as_i64())
+        .and_then(|pid| i32::try_from(pid).ok())
+        .with_context(|| format!("no pid for {daemon} in the lab's daemons.json"))
+}
+
 /// One lookup through kube-dns, with one client retry as the lesson allows.
 fn lookup(lab: &Lab, client: &RunningPod, name: &str) -> Result<String> {
     let try_once = || lab.in_pod(client, "httpd", &["nslookup", name, KUBE_DNS]);
@@ -123,5 +138,18 @@ fn cluster_dns_in_the_lab() -> Result<()> {
     })?;
     ensure!(restarting == 30, "only {restarting} of 30 lookups answered");
     wait_until("both replicas registered again", Duration::from_secs(30), || (kube_dns_addresses(&lab) == 2).then_some(()))?;
+
+    step("node-1's dnsd is killed (SIGKILL): lookups need at most one client retry");
+    let pid = daemon_pid(&lab, "node-1/dnsd")?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+        .with_context(|| format!("kill -9 node-1/dnsd (pid {pid})"))?;
+    for _ in 0..15 {
+        let out = lookup(&lab, &client, "db.other.svc.cluster.local").context("a lookup failed twice after the kill")?;
+        ensure!(out.contains("Name:"), "lookup printed no answer:\n{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until("the killed replica removed from kube-dns", Duration::from_secs(30), || (kube_dns_addresses(&lab) == 1).then_some(()))?;
+    lab.restart("node-1/dnsd")?;
+    wait_until("both replicas registered after the kill", Duration::from_secs(30), || (kube_dns_addresses(&lab) == 2).then_some(()))?;
     Ok(())
 }

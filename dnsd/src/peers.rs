@@ -1,0 +1,190 @@
+//! Dead replicas leave kube-dns. A dnsd that exits normally removes its own address
+//! from the `kube-system/kube-dns` Endpoints, but one that is killed (SIGKILL, OOM, a
+//! lost node) cannot; its address would keep taking half of the lookups that
+//! kube-proxy spreads over the replicas. In Kubernetes the kubelet's readiness probe
+//! and the endpoints controller catch that; kube-dns has no selector here, so every
+//! dnsd probes its peers instead: each address in the Endpoints other than its own
+//! gets a DNS query (the zone's SOA) every [`PROBE_INTERVAL`], and after
+//! [`FAILURES_TO_REMOVE`] probes in a row without any answer it is removed. A replica
+//! that was removed by mistake (a partition) adds itself back at its next
+//! registration check.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Endpoints;
+use kube::{Api, Client};
+use tokio::net::UdpSocket;
+
+use crate::register::{self, Registration, KUBE_DNS_NAME, KUBE_DNS_NAMESPACE};
+
+/// Time between two probe rounds.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a probe waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Probes in a row without an answer before a peer is removed.
+pub const FAILURES_TO_REMOVE: u32 = 3;
+
+/// The UDP `dns` address of every replica in `endpoints` except `own`.
+pub fn peers(endpoints: &Endpoints, own: IpAddr) -> Vec<SocketAddr> {
+    let mut peers = Vec::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        let port = subset
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.protocol.as_deref() == Some("UDP"))
+            .and_then(|p| u16::try_from(p.port).ok());
+        let Some(port) = port else { continue };
+        for address in subset.addresses.iter().flatten() {
+            match address.ip.parse::<IpAddr>() {
+                Ok(ip) if ip != own => peers.push(SocketAddr::new(ip, port)),
+                _ => {}
+            }
+        }
+    }
+    peers
+}
+
+/// Consecutive probe failures per peer; says which ones to remove.
+#[derive(Debug, Default)]
+pub struct Failures(HashMap<SocketAddr, u32>);
+
+impl Failures {
+    /// Records one round: `results` holds every current peer and whether it answered.
+    /// Returns the peers that reached [`FAILURES_TO_REMOVE`]. Peers no longer listed
+    /// are forgotten.
+    pub fn record(&mut self, results: &[(SocketAddr, bool)]) -> Vec<SocketAddr> {
+        self.0
+            .retain(|peer, _| results.iter().any(|(p, _)| p == peer));
+        let mut dead = Vec::new();
+        for &(peer, answered) in results {
+            let count = self.0.entry(peer).or_insert(0);
+            *count = if answered { 0 } else { *count + 1 };
+            if *count >= FAILURES_TO_REMOVE {
+                dead.push(peer);
+                *count = 0;
+            }
+        }
+        dead
+    }
+}
+
+/// A query for `zone`'s SOA (`zone` in wire form) with id `id`.
+pub fn probe_query(zone: &[u8], id: u16) -> Vec<u8> {
+    let mut q = Vec::with_capacity(zone.len() + 16);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    q.extend_from_slice(zone);
+    q.extend_from_slice(&[0, 6, 0, 1]);
+    q
+}
+
+/// True when `peer` answers `query` (any response with its id) in time.
+async fn answers(peer: SocketAddr, query: &[u8]) -> bool {
+    let local: SocketAddr = if peer.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let exchange = async {
+        let socket = UdpSocket::bind(local).await.ok()?;
+        socket.connect(peer).await.ok()?;
+        socket.send(query).await.ok()?;
+        let mut buf = [0u8; 512];
+        loop {
+            let n = socket.recv(&mut buf).await.ok()?;
+            if n >= 3 && buf[..2] == query[..2] && buf[2] & 0x80 != 0 {
+                return Some(());
+            }
+        }
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, exchange).await,
+        Ok(Some(()))
+    )
+}
+
+/// Probes the other replicas in kube-dns forever and removes the ones that stopped
+/// answering. `zone` is the cluster zone in wire form.
+pub async fn prune_dead_peers(client: Client, own: Registration, zone: Vec<u8>) {
+    let api: Api<Endpoints> = Api::namespaced(client.clone(), KUBE_DNS_NAMESPACE);
+    let mut failures = Failures::default();
+    let mut id: u16 = 0x5eed;
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let endpoints = match api.get_opt(KUBE_DNS_NAME).await {
+            Ok(Some(endpoints)) => endpoints,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::debug!(%error, "reading kube-dns for the peer probe failed");
+                continue;
+            }
+        };
+        id = id.wrapping_add(1);
+        let query = probe_query(&zone, id);
+        let peers = peers(&endpoints, own.address);
+        let probes = peers.iter().map(|&peer| {
+            let query = &query;
+            async move { (peer, answers(peer, query).await) }
+        });
+        let results = futures::future::join_all(probes).await;
+        for peer in failures.record(&results) {
+            tracing::warn!(%peer, "a kube-dns replica stopped answering, removing it");
+            let dead = Registration {
+                address: peer.ip(),
+                port: peer.port(),
+                node_name: None,
+            };
+            if let Err(error) = register::deregister(&client, &dead).await {
+                tracing::warn!(%error, %peer, "removing a dead replica failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn peers_are_the_other_udp_addresses() {
+        let endpoints: Endpoints = serde_json::from_value(json!({
+            "metadata": {"namespace": "kube-system", "name": "kube-dns"},
+            "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "bad"}],
+                         "notReadyAddresses": [{"ip": "10.0.0.3"}],
+                         "ports": [{"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                                   {"name": "dns", "port": 53, "protocol": "UDP"}]}]
+        }))
+        .unwrap();
+        let own: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(peers(&endpoints, own), vec!["10.0.0.2:53".parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_peer_is_removed_after_consecutive_failures_only() {
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "10.0.0.2:53".parse().unwrap(),
+            "10.0.0.3:53".parse().unwrap(),
+        );
+        let mut failures = Failures::default();
+        for _ in 1..FAILURES_TO_REMOVE {
+            assert!(failures.record(&[(a, false), (b, false)]).is_empty());
+        }
+        // One answer starts the counts over.
+        assert!(failures.record(&[(a, true), (b, true)]).is_empty());
+        for _ in 1..FAILURES_TO_REMOVE {
+            assert!(failures.record(&[(a, false), (b, false)]).is_empty());
+        }
+        assert_eq!(failures.record(&[(a, false), (b, false)]), vec![a, b]);
+    }
+
+    #[test]
+    fn the_probe_is_a_soa_query() {
+        let q = probe_query(b"\x07cluster\x05local\x00", 7);
+        let parsed = crate::wire::parse(&q).unwrap();
+        assert_eq!((parsed.id(), parsed.qtype), (7, 6));
+    }
+}
