@@ -8,6 +8,12 @@
 //! exec` in the timing). Reference config: bridge cni0, isGateway, hairpinMode, no
 //! ipMasq (minion-netd's masquerade is a per-node daemon rule, not per-pod work).
 //! Everything lives in namespaces and temp dirs this bench makes and removes.
+//!
+//! A third line is the kernel floor: the same veth create (peer in the pod netns, on
+//! the bridge) and delete as single netlink requests from this process, no plugin
+//! process, no IPAM (ADD times the veth request only; the pod side is configured
+//! untimed so that DEL tears down an up interface with an address, as in a real DEL). Deleting a veth waits for RCU grace periods in
+//! the kernel (netdev unregister), which bounds how fast any DEL can be.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -112,6 +118,55 @@ fn round(p: &Plugin, node: &Netns, pods: &[Netns], data: &Path) -> (Vec<Duration
     .expect("bench thread")
 }
 
+/// The kernel floor: create the veth for every pod, then delete every one, timing each
+/// netlink request (through minion-netd's own NetOps, in one process).
+fn kernel_floor(node: &Netns, pods: &[Netns]) -> (Vec<Duration>, Vec<Duration>) {
+    use minion_netd::netlink::NetlinkOps;
+    use minion_netd::netops::{NetOps, PodAddress, VethSpec};
+    let ns = std::fs::File::open(node.path()).expect("open node netns");
+    let pod_paths: Vec<PathBuf> = pods.iter().map(Netns::path).collect();
+    std::thread::spawn(move || {
+        setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns node");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let mut ops = NetlinkOps::connect(Path::new("/proc/sys")).expect("netlink");
+            let gw = "10.244.200.1/24".parse().expect("gateway");
+            let bridge = ops.ensure_bridge("cni0", None, Some(gw)).await.expect("bridge");
+            let mut adds = Vec::new();
+            for (i, path) in pod_paths.iter().enumerate() {
+                let spec = VethSpec {
+                    host_name: format!("vfloor{i}"),
+                    container_ifname: "eth0".to_string(),
+                    netns: path.clone(),
+                    mtu: None,
+                    master: bridge.index,
+                    hairpin: false,
+                    container_mac: [0x0a, 0x58, 10, 244, 200, i as u8 + 2],
+                };
+                let start = Instant::now();
+                ops.create_veth(&spec).await.expect("create veth");
+                adds.push(start.elapsed());
+                // Untimed: the pod side as a plugin leaves it (up, address, route), so
+                // the timed delete tears down what a real DEL does.
+                let addr = PodAddress {
+                    address: format!("10.244.200.{}/24", i + 2).parse().expect("address"),
+                    gateway: "10.244.200.1".parse().expect("gateway"),
+                };
+                ops.configure_pod(path, "eth0", &addr).await.expect("configure pod");
+            }
+            let mut dels = Vec::new();
+            for i in 0..pod_paths.len() {
+                let start = Instant::now();
+                assert!(ops.delete_link(&format!("vfloor{i}")).await.expect("delete veth"));
+                dels.push(start.elapsed());
+            }
+            (adds, dels)
+        })
+    })
+    .join()
+    .expect("floor thread")
+}
+
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -133,7 +188,7 @@ fn main() {
         Plugin { label: "reference bridge+host-local", bin: Path::new(REFERENCE_DIR).join("bridge"), config: reference_config },
         Plugin { label: "minion-netd", bin: PathBuf::from(env!("CARGO_BIN_EXE_minion-netd")), config: ours_config },
     ];
-    let mut results: Vec<(Vec<Duration>, Vec<Duration>)> = vec![(Vec::new(), Vec::new()); plugins.len()];
+    let mut results: Vec<(Vec<Duration>, Vec<Duration>)> = vec![(Vec::new(), Vec::new()); plugins.len() + 1];
     for r in 0..ROUNDS {
         for (k, p) in plugins.iter().enumerate() {
             let node = Netns::new("node", r * 10 + k);
@@ -143,19 +198,36 @@ fn main() {
             results[k].0.extend(adds);
             results[k].1.extend(dels);
         }
+        let k = plugins.len();
+        let node = Netns::new("node", r * 10 + k);
+        let pods: Vec<Netns> = (0..PODS).map(|i| Netns::new("pod", (r * 10 + k) * 1000 + i)).collect();
+        let (adds, dels) = kernel_floor(&node, &pods);
+        results[k].0.extend(adds);
+        results[k].1.extend(dels);
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("cni_add_del: {PODS} pods x {ROUNDS} rounds, load {}", load.trim());
+    let labels = plugins.iter().map(|p| p.label).chain(["kernel floor (veth only)"]);
     let mut medians = Vec::new();
-    for (p, (adds, dels)) in plugins.iter().zip(results.iter_mut()) {
+    for (label, (adds, dels)) in labels.zip(results.iter_mut()) {
         let (a, d) = (median(adds), median(dels));
-        println!("  {:<28} ADD median {:>7.2} ms   DEL median {:>7.2} ms", p.label, ms(a), ms(d));
+        println!("  {label:<28} ADD median {:>7.2} ms   DEL median {:>7.2} ms", ms(a), ms(d));
         medians.push((a, d));
     }
-    let (r, o) = (medians[0], medians[1]);
+    let (r, o, f) = (medians[0], medians[1], medians[2]);
     println!(
         "  ratio ours/reference: ADD {:.3}x   DEL {:.3}x   (goal <= 0.25x)",
         ms(o.0) / ms(r.0),
         ms(o.1) / ms(r.1)
+    );
+    println!(
+        "  kernel floor/reference: ADD {:.3}x   DEL {:.3}x   (no plugin can beat these)",
+        ms(f.0) / ms(r.0),
+        ms(f.1) / ms(r.1)
+    );
+    println!(
+        "  ours minus floor: ADD {:.2} ms   DEL {:.2} ms   (process start, IPAM, pod setup)",
+        ms(o.0) - ms(f.0),
+        ms(o.1) - ms(f.1)
     );
 }

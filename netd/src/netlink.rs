@@ -1,7 +1,7 @@
 //! [`NetOps`] over rtnetlink: the node-side bridge and veth in the namespace the plugin
-//! runs in, the pod side from a short-lived thread that has entered the pod's network
-//! namespace (setns) and opened its own netlink socket there. The calling thread never
-//! changes namespace, so nothing can be left behind in the wrong one.
+//! runs in, the pod side through a second netlink socket opened inside the pod's network
+//! namespace (the thread enters it for the `socket(2)` call only and returns at once;
+//! it aborts rather than go on in the wrong namespace).
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
@@ -202,40 +202,42 @@ fn open_netns(path: &Path) -> Result<File, NetError> {
     })
 }
 
-/// Runs `job` with a netlink handle opened inside the network namespace `netns`, on a
-/// dedicated thread with its own current-thread runtime.
-fn in_netns<T, F, Fut>(netns: &Path, job: F) -> Result<T, NetError>
+/// Opens a netlink socket inside the network namespace `netns` and returns its handle
+/// (the connection task is spawned on the current runtime). The calling thread enters
+/// `netns` only for the `socket(2)` call and returns to its own namespace at once: a
+/// netlink socket stays bound to the namespace it was created in. No thread and no
+/// second runtime are started (the plugin runs once per pod, so start-up costs count).
+fn handle_in_netns(netns: &Path) -> Result<Handle, NetError> {
+    let ns = open_netns(netns)?;
+    let ns_err = |action, source: nix::errno::Errno| NetError::Netns {
+        action,
+        path: netns.to_path_buf(),
+        source: source.into(),
+    };
+    let home = File::open("/proc/thread-self/ns/net").map_err(|source| NetError::Netns {
+        action: "open own namespace",
+        path: PathBuf::from("/proc/thread-self/ns/net"),
+        source,
+    })?;
+    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err("setns", e))?;
+    let conn = rtnetlink::new_connection();
+    if let Err(e) = setns(&home, CloneFlags::CLONE_NEWNET) {
+        // Going on in the pod's namespace would touch the wrong links: stop here.
+        eprintln!("minion-netd: error: return to own network namespace from {}: {e}", netns.display());
+        std::process::abort();
+    }
+    let (conn, handle, _) = conn.map_err(NetError::Socket)?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// Runs `job` with a netlink handle opened inside the network namespace `netns`.
+async fn in_netns<T, F, Fut>(netns: &Path, job: F) -> Result<T, NetError>
 where
-    T: Send + 'static,
-    F: FnOnce(Handle) -> Fut + Send + 'static,
+    F: FnOnce(Handle) -> Fut,
     Fut: std::future::Future<Output = Result<T, NetError>>,
 {
-    let ns = open_netns(netns)?;
-    let path = netns.to_path_buf();
-    let thread = std::thread::spawn(move || -> Result<T, NetError> {
-        let ns_err = |action, source| NetError::Netns {
-            action,
-            path: path.clone(),
-            source,
-        };
-        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err("setns", e.into()))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ns_err("start runtime", e))?;
-        rt.block_on(async move {
-            // Opened after setns: the socket belongs to the pod's namespace.
-            let handle = spawn_connection()?;
-            job(handle).await
-        })
-    });
-    thread.join().unwrap_or_else(|_| {
-        Err(NetError::Netns {
-            action: "join worker thread",
-            path: netns.to_path_buf(),
-            source: std::io::Error::other("worker thread panicked"),
-        })
-    })
+    job(handle_in_netns(netns)?).await
 }
 
 /// The loopback device's ifindex in every network namespace.
@@ -304,10 +306,12 @@ impl NetOps for NetlinkOps {
     }
 
     async fn delete_link(&mut self, name: &str) -> Result<bool, NetError> {
-        let Some(msg) = find_link(&self.handle, name).await? else {
-            return Ok(false);
-        };
-        match self.handle.link().del(msg.header.index).execute().await {
+        // One request: RTM_DELLINK by name (ifindex 0), no lookup first.
+        let mut req = self.handle.link().del(0);
+        req.message_mut()
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        match req.execute().await {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == ENODEV => Ok(false),
             Err(e) => Err(nl("delete link", name)(e)),
@@ -363,7 +367,7 @@ impl NetOps for NetlinkOps {
         addr: &PodAddress,
     ) -> Result<LinkInfo, NetError> {
         let (ifname, addr) = (ifname.to_string(), addr.clone());
-        in_netns(netns, move |h| pod_setup(h, ifname, addr))
+        in_netns(netns, move |h| pod_setup(h, ifname, addr)).await
     }
 
     async fn pod_addresses(
@@ -376,6 +380,7 @@ impl NetOps for NetlinkOps {
             let index = must_find(&h, &ifname).await?.header.index;
             ipv4_addresses(&h, index).await
         })
+        .await
     }
 
     async fn link_exists(&mut self, name: &str) -> Result<bool, NetError> {

@@ -309,3 +309,51 @@ fn result_shape_matches_reference_bridge() {
     );
     assert!(del.success);
 }
+
+/// Exhaustion through the real plugin: code 102 naming the range, and the failed ADD
+/// leaves no veth and no allocation. STATUS succeeds silently. GC keeps the attachments
+/// listed as valid and releases the rest (cniVersion 1.1.0).
+#[test]
+fn exhaustion_status_and_gc() {
+    if !require_root() {
+        return;
+    }
+    let node = Netns::new("node");
+    let (pod_a, pod_b) = (Netns::new("pod"), Netns::new("pod"));
+    let dir = data_dir();
+    let config = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "minion", "type": "minion-netd", "bridge": "cni0",
+        "isGateway": true,
+        "ipam": {"subnet": "10.244.44.0/24", "rangeStart": "10.244.44.10",
+                 "rangeEnd": "10.244.44.10", "dataDir": dir.path().display().to_string()}
+    });
+    let text = config.to_string();
+    let a = add(&node, &pod_a, "only", &text);
+    assert_eq!(a["ips"][0]["address"], "10.244.44.10/24");
+
+    let out = verb(&node, "ADD", "full", &pod_b.path(), &text);
+    assert!(!out.success, "ADD into a full range succeeded: {}", out.stdout);
+    let e = out.json();
+    assert_eq!(e["code"], 102, "{e}");
+    assert!(e["msg"].as_str().is_some_and(|m| m.contains("10.244.44.10")), "{e}");
+    let links = node.sh(&["ip", "-o", "link", "show"]);
+    assert_eq!(links.matches("veth").count(), 1, "a veth leaked: {links}");
+    assert!(pod_b.sh(&["ip", "-o", "link", "show"]).lines().all(|l| !l.contains("eth0")));
+
+    let out = verb(&node, "STATUS", "", "", &text);
+    assert!(out.success && out.stdout.trim().is_empty(), "STATUS: {} {}", out.stdout, out.stderr);
+
+    let mut gc = config.clone();
+    gc["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": "only", "ifname": "eth0"}]);
+    let out = verb(&node, "GC", "", "", &gc.to_string());
+    assert!(out.success, "GC: {} {}", out.stdout, out.stderr);
+    assert!(ipam_file(dir.path(), "10.244.44.10").exists(), "GC released a valid attachment");
+
+    gc["cni.dev/valid-attachments"] = serde_json::json!([]);
+    let out = verb(&node, "GC", "", "", &gc.to_string());
+    assert!(out.success, "GC: {} {}", out.stdout, out.stderr);
+    assert!(!ipam_file(dir.path(), "10.244.44.10").exists(), "GC kept a stale attachment");
+    // The freed address serves the next pod.
+    let b = add(&node, &pod_b, "next", &text);
+    assert_eq!(b["ips"][0]["address"], "10.244.44.10/24");
+}

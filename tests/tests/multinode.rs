@@ -2,8 +2,10 @@
 //! binaries and kubectl: minion-netd's daemon installs host-gw routes to the other
 //! node's podCIDR, so a pod on node-1 reaches a pod on node-2 by IP and through a
 //! ClusterIP; a restart of the daemon changes nothing; deleting a Node removes its
-//! route. A second test runs the walking-skeleton basics with the reference CNI
-//! plugins (bridge + host-local) in place of minion-netd.
+//! route. A 3-node lab checks every pod reaches the pods of both other nodes by IP and
+//! that deleting a node removes its route on both others. Another test runs the
+//! walking-skeleton basics with the reference CNI plugins (bridge + host-local) in
+//! place of minion-netd.
 
 use std::time::Duration;
 
@@ -151,6 +153,49 @@ fn pods_reach_each_other_across_nodes() -> Result<()> {
         let deleted = netd_metric(&lab, "node-1", "minion_netd_routes_deleted_total").ok()?;
         (deleted >= 1).then_some(())
     })?;
+    lab.down()?;
+    Ok(())
+}
+
+/// The route to `node`'s podCIDR (`10.244.<n>.0/24 via 172.18.0.1<n>`) as netd installs it.
+fn route_to(n: usize) -> String {
+    format!("10.244.{n}.0/24 via 172.18.0.1{n} dev eth0")
+}
+
+#[test]
+fn three_nodes_route_pods_to_each_other() -> Result<()> {
+    if !require_root("three_nodes_route_pods_to_each_other") {
+        return Ok(());
+    }
+    let lab = Lab::up("mn3", 3)?;
+    let nodes = ["node-1", "node-2", "node-3"];
+    step("3 nodes: each has host-gw routes to the two others' podCIDRs");
+    for (i, node) in nodes.iter().enumerate() {
+        let want: Vec<String> = (1..=3).filter(|n| *n != i + 1).map(route_to).collect();
+        let routes = wait_until(&format!("{node}'s routes"), Duration::from_secs(20), || {
+            netd_routes(&lab, node).ok().filter(|r| want.iter().all(|w| r.contains(w.as_str())))
+        })?;
+        ensure!(routes.lines().count() == 2, "{node}: extra routes: {routes}");
+    }
+    step("3 nodes: a pod on each node reaches the pods on the two others by IP");
+    let pods = start_pods(&lab, &nodes)?;
+    for (i, pod) in pods.iter().enumerate() {
+        ensure!(pod.node == nodes[i] && pod.ip.starts_with(&format!("10.244.{}.", i + 1)), "{pod:?}");
+    }
+    for from in &pods {
+        for to in pods.iter().filter(|p| p.name != from.name) {
+            fetch(&lab, from, &format!("http://{}:8080/", to.ip), &to.name)?;
+        }
+    }
+    step("3 nodes: deleting node-3 removes its route on node-1 and node-2");
+    lab.kubectl(&["delete", "pod", &pods[2].name, "--timeout=30s"])?;
+    lab.kubectl(&["delete", "node", "node-3"])?;
+    for node in ["node-1", "node-2"] {
+        wait_until(&format!("{node}'s route to node-3 removed"), Duration::from_secs(15), || {
+            netd_routes(&lab, node).ok().filter(|r| !r.contains("10.244.3.0/24") && r.lines().count() == 1)
+        })?;
+    }
+    fetch(&lab, &pods[0], &format!("http://{}:8080/", pods[1].ip), &pods[1].name)?;
     lab.down()?;
     Ok(())
 }
