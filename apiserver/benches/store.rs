@@ -115,6 +115,8 @@ async fn start_server(dir: &std::path::Path) -> (u16, tokio::sync::oneshot::Send
         listen: SocketAddr::from(([127, 0, 0, 1], port)),
         data_dir: dir.to_path_buf(),
         advertise_address: None,
+        security: minion_apiserver::Security::insecure(),
+        storage: Default::default(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(minion_apiserver::run_with_listener(listener, config, async move {
@@ -219,6 +221,11 @@ async fn watch_latency(port: u16) -> (f64, f64, f64, f64, f64) {
                     let line: Vec<u8> = buf.drain(..=nl).collect();
                     let now = epoch_ns();
                     let ev: serde_json::Value = serde_json::from_slice(&line).expect("event");
+                    // Only the creation counts: a later MODIFIED (the scheduler marking the
+                    // pod Unschedulable) carries the same `sent` stamp but is not the POST's event.
+                    if ev["type"] != "ADDED" {
+                        continue;
+                    }
                     let sent: u128 =
                         ev["object"]["metadata"]["annotations"]["sent"].as_str().and_then(|s| s.parse().ok()).unwrap_or(now);
                     lat.lock().expect("lat").push((sent, now));

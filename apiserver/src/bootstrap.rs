@@ -40,6 +40,18 @@ async fn ensure(app: &AppState, res: &'static ResourceInfo, ns: Option<&str>, ob
     match create_object(app, res, ns, obj).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == 409 => Ok(()),
+        // Another API server on the same etcd may be creating it right now (it took the
+        // ClusterIP first): fine once the object shows up.
+        Err(e) if app.db.shared() => {
+            let key = res.key(ns, &name);
+            for _ in 0..50 {
+                if app.db.get(&key).await.map_err(|e| ApiError::internal(e.to_string()))?.is_some() {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e)
+        }
         Err(e) => Err(e),
     }
 }

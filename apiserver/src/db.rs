@@ -95,6 +95,11 @@ impl Db {
         blocking(move || s.watch(&k, from)).await
     }
 
+    /// See [`Store::shared`].
+    pub fn shared(&self) -> bool {
+        self.store.shared()
+    }
+
     /// The current revision.
     pub fn revision(&self) -> Revision {
         self.store.revision()

@@ -96,6 +96,7 @@ fn sub_entry(r: &ResourceInfo, sub: &str) -> Value {
         "eviction" => ("Eviction", &["create"]),
         "log" => ("Pod", &["get"]),
         "scale" => ("Scale", &["get", "patch", "update"]),
+        "finalize" => (r.kind, &["update"]),
         _ => (r.kind, &["get", "patch", "update"]),
     };
     json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced,

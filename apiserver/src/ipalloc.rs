@@ -2,6 +2,8 @@
 //! service IP allocator does: the network address is never handed out, `.1`
 //! (`kubernetes`) and `.10` (`kube-dns`) only when asked for by name.
 
+pub mod shared;
+
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -88,6 +90,14 @@ impl ClusterIpAllocator {
     pub fn release(&mut self, ip: &str) {
         if let Ok(addr) = ip.parse::<Ipv4Addr>() {
             self.used.remove(&u32::from(addr));
+        }
+    }
+
+    /// Replaces the used set with `ips` (reloaded from a shared store).
+    pub fn set_used<'a>(&mut self, ips: impl IntoIterator<Item = &'a str>) {
+        self.used.clear();
+        for ip in ips {
+            self.mark(ip);
         }
     }
 

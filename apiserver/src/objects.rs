@@ -221,6 +221,8 @@ pub fn default_namespace(ns: &mut Value) {
             l.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
     }
+    let spec = object_mut(ns, "spec");
+    default_field(spec, "finalizers", json!([crate::controllers::namespaces::FINALIZER]));
     let status = object_mut(ns, "status");
     default_field(status, "phase", json!("Active"));
 }

@@ -22,6 +22,10 @@ enum Ty {
     QtyMap,
     Bool,
     StrMap,
+    /// `map<string, bytes>` (Secret data, ConfigMap binaryData): values in base64.
+    BytesMap,
+    /// `bytes`, as JSON does it: base64.
+    Bytes,
     IntOrString,
     Msg(&'static [Field]),
 }
@@ -94,6 +98,13 @@ const DEPLOYMENT_SPEC: &[Field] = &[
     f(6, "revisionHistoryLimit", Ty::IntKeepZero), f(7, "paused", Ty::Bool), f(9, "progressDeadlineSeconds", Ty::Int),
 ];
 const DEPLOYMENT: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(DEPLOYMENT_SPEC))];
+const CONFIG_MAP: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "data", Ty::StrMap), f(3, "binaryData", Ty::BytesMap), f(4, "immutable", Ty::Bool),
+];
+const SECRET: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "data", Ty::BytesMap), f(3, "type", Ty::Str),
+    f(4, "stringData", Ty::StrMap), f(5, "immutable", Ty::Bool),
+];
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
 /// True for a protobuf Content-Type.
@@ -120,6 +131,8 @@ pub fn to_json(body: &[u8]) -> Result<Value, String> {
         "Service" => SERVICE,
         "Pod" => POD,
         "Deployment" => DEPLOYMENT,
+        "ConfigMap" => CONFIG_MAP,
+        "Secret" => SECRET,
         other => return Err(format!("protobuf bodies of kind {other:?} are not supported; send JSON")),
     };
     let mut obj = message(raw, schema)?;
@@ -184,7 +197,7 @@ fn message(buf: &[u8], schema: &[Field]) -> Result<Value, String> {
     for (num, wire) in fields(buf)? {
         let Some(field) = schema.iter().find(|fl| fl.num == num) else { continue };
         let Some(value) = scalar(field.ty, wire)? else { continue };
-        if let Ty::StrMap | Ty::QtyMap = field.ty {
+        if let Ty::StrMap | Ty::QtyMap | Ty::BytesMap = field.ty {
             let map = out.entry(field.name).or_insert_with(|| json!({}));
             if let (Some(m), Value::Array(kv)) = (map.as_object_mut(), value) {
                 if let [Value::String(k), v] = kv.as_slice() {
@@ -221,6 +234,15 @@ fn scalar(ty: Ty, wire: Wire<'_>) -> Result<Option<Value>, String> {
         (Ty::Msg(schema), Wire::Bytes(b)) => Some(message(b, schema)?),
         (Ty::StrMap, Wire::Bytes(b)) => {
             let entry = message(b, &[f(1, "k", Ty::Str), f(2, "v", Ty::Str)])?;
+            let key = entry.get("k").cloned().unwrap_or(json!(""));
+            Some(json!([key, entry.get("v").cloned().unwrap_or(json!(""))]))
+        }
+        (Ty::Bytes, Wire::Bytes(b)) => {
+            use base64::Engine as _;
+            (!b.is_empty()).then(|| json!(base64::engine::general_purpose::STANDARD.encode(b)))
+        }
+        (Ty::BytesMap, Wire::Bytes(b)) => {
+            let entry = message(b, &[f(1, "k", Ty::Str), f(2, "v", Ty::Bytes)])?;
             let key = entry.get("k").cloned().unwrap_or(json!(""));
             Some(json!([key, entry.get("v").cloned().unwrap_or(json!(""))]))
         }
@@ -268,5 +290,21 @@ mod tests {
         assert_eq!(v["spec"]["ports"], json!([{"name":"http","port":80,"targetPort":8080}]));
         assert!(to_json(b"k8s\0\x0a\xff").is_err());
         assert!(to_json(b"{}").is_err());
+    }
+
+    #[test]
+    fn decodes_configmap_and_secret_maps() {
+        let data = field(2, &[field(1, b"a"), field(2, b"1")].concat());
+        let binary = field(3, &[field(1, b"b"), field(2, &[0, 1, 2])].concat());
+        let cm = [field(1, &field(1, b"cfg")), data, binary].concat();
+        let body = [MAGIC.to_vec(), field(1, &[field(1, b"v1"), field(2, b"ConfigMap")].concat()), field(2, &cm)].concat();
+        let v = to_json(&body).unwrap();
+        assert_eq!(v["data"], json!({"a":"1"}));
+        assert_eq!(v["binaryData"], json!({"b":"AAEC"}));
+        let secret = [field(1, &field(1, b"pw")), field(2, &[field(1, b"p"), field(2, b"hunter2")].concat()), field(3, b"Opaque")].concat();
+        let body = [MAGIC.to_vec(), field(1, &[field(1, b"v1"), field(2, b"Secret")].concat()), field(2, &secret)].concat();
+        let v = to_json(&body).unwrap();
+        assert_eq!(v["data"], json!({"p":"aHVudGVyMg=="}));
+        assert_eq!(v["type"], "Opaque");
     }
 }

@@ -35,7 +35,7 @@ const fn core(
 
 /// Every served resource.
 pub const RESOURCES: &[ResourceInfo] = &[
-    core("namespaces", "namespace", "Namespace", false, &["ns"], &["status"], true),
+    core("namespaces", "namespace", "Namespace", false, &["ns"], &["status", "finalize"], true),
     core("nodes", "node", "Node", false, &["no"], &["status"], false),
     core("pods", "pod", "Pod", true, &["po"], &["status", "binding", "log", "eviction"], false),
     core("services", "service", "Service", true, &["svc"], &["status"], true),

@@ -1,5 +1,5 @@
 //! Server assembly: opens the store, bootstraps the default objects, starts the
-//! controllers and serves HTTP until `shutdown` resolves.
+//! controllers and serves HTTPS (or HTTP with `--insecure`) until `shutdown` resolves.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::db::Db;
 use crate::ipalloc::ClusterIpAllocator;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::StoreError;
 
 /// How to run the API server.
 #[derive(Debug, Clone)]
@@ -23,6 +23,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address published in the `default/kubernetes` Endpoints.
     pub advertise_address: Option<IpAddr>,
+    /// TLS, tokens and `--insecure`.
+    pub security: crate::Security,
+    /// Where objects are stored (`--storage`: SQLite in `data_dir`, or etcd).
+    pub storage: crate::StorageConfig,
 }
 
 /// Why the server could not run.
@@ -36,6 +40,8 @@ pub enum Error {
     Bootstrap(String),
     #[error("http server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
 }
 
 /// State shared by every request handler and controller.
@@ -59,6 +65,7 @@ impl AppState {
 
 /// Binds `config.listen` and serves until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    crate::security::check_listen(&config.security, config.listen.ip())?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
     run_with_listener(listener, config, shutdown).await
@@ -70,26 +77,32 @@ pub async fn run_with_listener(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+    let (storage, dir) = (config.storage.clone(), config.data_dir.clone());
+    let store = tokio::task::spawn_blocking(move || storage.open(&dir))
         .await
         .map_err(|e| Error::Bootstrap(e.to_string()))?
-        .map_err(|source| Error::Store { dir: config.data_dir.display().to_string(), source })?;
-    let db = Db::new(Arc::new(store));
+        .map_err(|source| Error::Store { dir: config.storage.describe(&config.data_dir), source })?;
+    let db = Db::new(store);
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState { db, ips: Mutex::new(ClusterIpAllocator::service_cidr()), shutdown: stop_rx, metrics: Default::default() });
     let local = listener.local_addr().map_err(Error::Serve)?;
     let advertise = config.advertise_address.unwrap_or_else(|| advertise_default(local.ip()));
+    let security = crate::security::prepare(&config.security, &config.data_dir, local, advertise)?;
     crate::bootstrap::run(&state, advertise, local.port()).await.map_err(|e| Error::Bootstrap(e.to_string()))?;
-    let controllers = crate::controllers::spawn_all(state.clone());
-    tracing::info!(addr = %local, data_dir = %config.data_dir.display(), "minion-apiserver serving");
-    let app = Router::new().fallback(crate::handlers::dispatch).with_state(state.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let controllers = crate::leader::spawn(state.clone(), crate::leader::identity(local));
+    tracing::info!(addr = %local, data_dir = %config.data_dir.display(), tls = security.tls.is_some(), "minion-apiserver serving");
+    let app = Router::new()
+        .fallback(crate::handlers::dispatch)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(security.authenticator.clone(), crate::auth::middleware));
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let served = match security.tls {
+        Some(acceptor) => crate::tls::serve(listener, acceptor, app, shutdown).await,
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    };
     for handle in controllers {
         handle.abort();
     }

@@ -30,6 +30,7 @@ fn spawn(port: u16, dir: &std::path::Path) -> Child {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(dir)
+        .arg("--insecure")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

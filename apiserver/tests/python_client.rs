@@ -30,7 +30,8 @@ assert got.status.phase == "Running" and got.status.pod_ip == "10.244.1.9", got.
 seen = []
 for ev in watch.Watch().stream(api.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=5):
     seen.append((ev["type"], ev["object"].status.phase))
-    if ev["type"] == "MODIFIED":
+    # The scheduler may mark the pod Unschedulable (still Pending) first: wait for ours.
+    if ev["type"] == "MODIFIED" and ev["object"].status.phase == "Running":
         break
 assert ("MODIFIED", "Running") in seen, seen
 print("python client ok", seen)

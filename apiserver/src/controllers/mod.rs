@@ -6,6 +6,7 @@
 pub mod endpoints;
 pub mod endpointslices;
 pub mod gc;
+pub mod namespaces;
 pub mod nodes;
 pub mod owners;
 pub mod replicasets;
@@ -47,6 +48,9 @@ pub fn spawn_all(app: Arc<AppState>) -> Vec<JoinHandle<()>> {
         }),
         spawn(app.clone(), "serviceaccount", &["/registry/namespaces/", "/registry/serviceaccounts/"], Duration::from_secs(60), |a| {
             Box::pin(async move { serviceaccounts::reconcile(&a).await })
+        }),
+        spawn(app.clone(), "namespace", &["/registry/namespaces/", "/registry/pods/"], Duration::from_secs(5), |a| {
+            Box::pin(async move { namespaces::reconcile(&a).await })
         }),
         spawn(app, "garbage-collector", &[], Duration::from_secs(60), |a| {
             Box::pin(async move { gc::reconcile(&a).await })

@@ -97,8 +97,13 @@ async fn mark_unschedulable(app: &AppState, pod: &Value, node_count: usize) -> R
     };
     let condition = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
         "message": message, "lastProbeTime": null, "lastTransitionTime": crate::objects::now()});
-    let mut probe = pod.clone();
-    if !set_condition(&mut probe, condition.clone()) {
+    // Already marked: no write, and no copy of the pod (this runs for every pending
+    // pod on every pass, which with thousands of pods starves the runtime's workers).
+    let conditions = pod.pointer("/status/conditions").and_then(Value::as_array);
+    let marked = conditions.and_then(|l| l.iter().find(|c| c["type"] == "PodScheduled")).is_some_and(|c| {
+        c["status"] == condition["status"] && c["reason"] == condition["reason"] && c["message"] == condition["message"]
+    });
+    if marked {
         return Ok(());
     }
     let Some(pods) = resources::find("", "pods") else { return Ok(()) };

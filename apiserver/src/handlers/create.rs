@@ -36,9 +36,6 @@ pub async fn create_object(
     obj["kind"] = json!(res.kind);
     obj["apiVersion"] = json!(res.api_version());
     let ns = resolve_namespace(res, namespace, &obj)?;
-    if let Some(ns) = &ns {
-        ensure_namespace(app, ns).await?;
-    }
     let meta = object_mut(&mut obj, "metadata");
     match &ns {
         Some(ns) => meta.insert("namespace".into(), json!(ns)),
@@ -48,6 +45,10 @@ pub async fn create_object(
     let prefix = meta.get("generateName").and_then(Value::as_str).unwrap_or("").to_string();
     let name = if given.is_empty() && !prefix.is_empty() { generate_name(&prefix) } else { given };
     meta.insert("name".into(), json!(name));
+    if let Some(ns) = &ns {
+        ensure_namespace(app, ns, res.plural, &name).await?;
+    }
+    let meta = object_mut(&mut obj, "metadata");
     for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         meta.remove(field);
     }
@@ -59,13 +60,17 @@ pub async fn create_object(
     if !causes.is_empty() {
         return Err(ApiError::invalid_causes(res.kind, &name, causes));
     }
+    let explicit_ip = crate::ipalloc::shared::prepare(app, res.kind, &obj).await?;
     let allocated = apply_create_defaults(app, res, &mut obj)?;
+    super::generation::on_create(&mut obj);
+    let allocated = crate::ipalloc::shared::claim(app, &mut obj, allocated, explicit_ip).await?;
     let key = res.key(ns.as_deref(), &name);
     match app.db.create(&key, obj).await {
         Ok(created) => Ok(created),
         Err(e) => {
             if let Some(ip) = allocated {
                 app.ips().release(&ip);
+                crate::ipalloc::shared::release(app, &ip).await;
             }
             Err(ApiError::from_store(e, res.plural, &name))
         }
@@ -87,14 +92,14 @@ fn resolve_namespace(res: &ResourceInfo, path_ns: Option<&str>, obj: &Value) -> 
     }
 }
 
-async fn ensure_namespace(app: &AppState, ns: &str) -> Result<(), ApiError> {
+async fn ensure_namespace(app: &AppState, ns: &str, plural: &str, name: &str) -> Result<(), ApiError> {
     let Some(nsres) = resources::find("", "namespaces") else { return Ok(()) };
     let found = app.db.get(&nsres.key(None, ns)).await.map_err(|e| ApiError::internal(e.to_string()))?;
     match found {
         Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::forbidden(
-            "namespaces",
-            ns,
-            "unable to create new content in namespace because it is being terminated",
+            plural,
+            name,
+            &format!("unable to create new content in namespace {ns} because it is being terminated"),
         )),
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("namespaces", ns)),

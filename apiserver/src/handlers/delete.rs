@@ -13,12 +13,12 @@ use super::validate::parse_json;
 use super::{Req, Target};
 use crate::error::{json_response, ApiError};
 use crate::objects::{self, object_mut, str_at};
-use crate::resources::{self, ResourceInfo, RESOURCES};
+use crate::resources::{self, ResourceInfo};
 use crate::server::AppState;
 use crate::store::object_revision;
 
 /// Namespaces that can never be deleted.
-const PROTECTED_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+const PROTECTED_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Options of a delete (query parameters or a DeleteOptions body).
 #[derive(Debug, Default, Clone)]
@@ -144,6 +144,7 @@ async fn remove(app: &AppState, res: &ResourceInfo, key: &str, name: &str) -> Re
         let ip = str_at(&deleted, "/spec/clusterIP");
         if !ip.is_empty() && ip != "None" {
             app.ips().release(ip);
+            crate::ipalloc::shared::release(app, ip).await;
         }
     }
     Ok(deleted)
@@ -175,26 +176,21 @@ async fn delete_namespace(app: &AppState, key: &str, name: &str) -> Result<Value
     if PROTECTED_NAMESPACES.contains(&name) {
         return Err(ApiError::forbidden("namespaces", name, "this namespace may not be deleted"));
     }
-    let Some(nsres) = resources::find("", "namespaces") else { return Err(ApiError::internal("no namespaces")) };
-    // Mark it terminating so that no new content is created meanwhile.
-    app.db
+    // Mark it Terminating (no new content is admitted); the namespace controller
+    // deletes its content, then drops the `kubernetes` finalizer, then the namespace.
+    let marked = app
+        .db
         .guaranteed_update(key, "namespaces", name, |mut ns| {
+            if ns.pointer("/metadata/deletionTimestamp").is_some() {
+                if super::nsfinalize::finished(&ns) {
+                    return Ok(None);
+                }
+                return Err(ApiError::conflict("namespaces", name, "The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system."));
+            }
             object_mut(&mut ns, "metadata").insert("deletionTimestamp".into(), json!(objects::now()));
             object_mut(&mut ns, "status").insert("phase".into(), json!("Terminating"));
             Ok(Some(ns))
         })
         .await?;
-    for res in RESOURCES.iter().filter(|r| r.namespaced) {
-        let (items, _) = app.db.list(&res.prefix(Some(name))).await.map_err(|e| ApiError::internal(e.to_string()))?;
-        for item in items {
-            let item_name = objects::name(&item).to_string();
-            let item_key = res.key(Some(name), &item_name);
-            match remove(app, res, &item_key, &item_name).await {
-                Ok(_) => {}
-                Err(e) if e.code == 404 => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    remove(app, nsres, key, name).await
+    super::nsfinalize::purge_if_finished(app, key, marked).await
 }

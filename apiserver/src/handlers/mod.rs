@@ -6,6 +6,9 @@ mod delete;
 pub mod fieldcheck;
 pub mod finalize;
 pub mod fields;
+mod generation;
+pub mod nsfinalize;
+pub mod log;
 pub mod paging;
 mod scale;
 pub mod read;
@@ -161,13 +164,14 @@ async fn route(app: &Arc<AppState>, req: &Req) -> Result<Response, ApiError> {
     match (&req.method, target.name.is_some(), sub) {
         (&Method::GET, false, None) if is_watch(req) => crate::watch::serve(app, req, &target).await,
         (&Method::GET, false, None) => read::list(app, req, &target).await,
-        (&Method::GET, true, Some("log")) => read::log(app, &target).await,
+        (&Method::GET, true, Some("log")) => log::serve(app, req, &target).await,
         (&Method::GET | &Method::PUT | &Method::PATCH, true, Some("scale")) => scale::handle(app, req, &target).await,
         (&Method::GET, true, None | Some("status")) => read::get(app, req, &target).await,
         (&Method::POST, false, None) => create::create(app, req, &target).await,
         (&Method::POST, true, Some("binding")) => create::binding(app, req, &target).await,
         (&Method::POST, true, Some("eviction")) => delete::evict(app, req, &target).await,
         (&Method::PUT, true, None | Some("status")) => update::put(app, req, &target).await,
+        (&Method::PUT, true, Some("finalize")) => nsfinalize::put(app, req, &target).await,
         (&Method::PATCH, true, None | Some("status")) => update::patch(app, req, &target).await,
         (&Method::DELETE, true, None) => delete::delete(app, req, &target).await,
         _ => Err(method_err()),

@@ -120,15 +120,3 @@ fn list_response(kind: &str, api_version: &str, meta: &Value, items: &[Arc<Value
     out.extend_from_slice(b"]}");
     (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], out).into_response()
 }
-
-/// GET pods/<name>/log: logs live on the node; this server does not proxy them.
-pub async fn log(app: &Arc<AppState>, target: &Target) -> Result<Response, ApiError> {
-    let found = app.db.get(&target.key()).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    if found.is_none() {
-        return Err(ApiError::not_found("pods", target.name()));
-    }
-    Err(ApiError::bad_request(format!(
-        "logs of pod {:?} are kept on its node; minion-apiserver does not proxy pods/log",
-        target.name()
-    )))
-}

@@ -144,6 +144,9 @@ pub fn prepare_update(res: &ResourceInfo, old: &Value, mut new: Value, sub: Opti
         out["status"] = new.get("status").cloned().unwrap_or(json!({}));
         return Ok(out);
     }
+    if sub == Some("finalize") {
+        return Ok(super::nsfinalize::prepare(old, &new));
+    }
     new["kind"] = json!(res.kind);
     new["apiVersion"] = json!(res.api_version());
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
@@ -171,20 +174,21 @@ pub fn prepare_update(res: &ResourceInfo, old: &Value, mut new: Value, sub: Opti
             crate::admission::admit_pod(&mut new);
         }
         "Service" => keep_cluster_ip(old, &mut new)?,
-        "Namespace" => default_namespace(&mut new),
+        "Namespace" => {
+            // Only the `finalize` subresource changes spec.finalizers (as kube).
+            new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
+            default_namespace(&mut new);
+        }
         "Deployment" | "ReplicaSet" | "DaemonSet" => {
             if res.kind == "DaemonSet" {
                 crate::admission::default_daemonset(&mut new);
             } else {
                 crate::objects::default_workload(&mut new, res.kind);
             }
-            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-            let changed = old.get("spec") != new.get("spec");
-            let next = if changed { generation + 1 } else { generation };
-            object_mut(&mut new, "metadata").insert("generation".into(), json!(next));
         }
         _ => {}
     }
+    super::generation::on_update(old, &mut new);
     check_object(res, &new)?;
     let mut causes = super::fieldcheck::field_causes(res, &new);
     causes.extend(super::fieldcheck::immutable_causes(res, old, &new));

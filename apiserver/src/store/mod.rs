@@ -3,6 +3,7 @@
 //! `metadata.resourceVersion`, compare-and-swap writes and a bounded event history
 //! that watches replay from.
 
+mod etcd;
 mod history;
 mod sqlite;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use etcd::{EtcdStore, KeyMap};
 pub use history::History;
 pub use sqlite::SqliteStore;
 
@@ -94,6 +96,8 @@ pub enum StoreError {
     Json { key: String, source: serde_json::Error },
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error("etcd: {0}")]
+    Etcd(String),
 }
 
 /// The storage interface; methods are blocking (call them off the async runtime).
@@ -131,6 +135,12 @@ pub trait Store: Send + Sync + 'static {
     /// false when they are served from memory.
     fn reads_block(&self) -> bool {
         true
+    }
+    /// True when other API servers may write the same store (etcd): then in-memory
+    /// state such as the ClusterIP allocator is only a hint, and controllers need a
+    /// leader.
+    fn shared(&self) -> bool {
+        false
     }
 }
 

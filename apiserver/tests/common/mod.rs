@@ -28,6 +28,8 @@ impl Server {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             data_dir: data_dir.to_path_buf(),
             advertise_address: None,
+            security: minion_apiserver::Security::insecure(),
+            storage: Default::default(),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(minion_apiserver::run_with_listener(listener, config, async move {

@@ -67,6 +67,10 @@ impl Committer {
                     _ => state.cache.insert(a.key.clone(), Arc::new(a.object.clone())),
                 };
                 let event = Event::new(a.rev, a.kind, a.key, a.object.clone(), a.prev);
+                if let Some(text) = a.text {
+                    // Watchers send the text already written to disk: no second serialization.
+                    let _ = event.encoded.set(bytes::Bytes::from(text));
+                }
                 state.history.push(event);
                 replies.push((a.reply, a.object));
             }
