@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The kubelet's usual port.
+pub const DEFAULT_KUBELET_PORT: u16 = 10250;
+
 /// Everything the kubelet needs to know about its node and its peers (runtime, CNI).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -14,6 +17,9 @@ pub struct Config {
     pub node_ip: String,
     /// The node's pod CIDR (spec.podCIDR).
     pub pod_cidr: String,
+    /// Port of the kubelet's HTTP server (container logs), on `node_ip`; published as
+    /// the Node's `status.daemonEndpoints.kubeletEndpoint.Port`.
+    pub kubelet_port: u16,
     /// The kubelet's state directory (`<root-dir>/pods/<uid>/...`).
     pub root_dir: PathBuf,
     /// Path of the runc-compatible `minion-runtime` binary.
@@ -50,6 +56,7 @@ impl Config {
             node_name: node_name.to_string(),
             node_ip: "127.0.0.1".to_string(),
             pod_cidr: String::new(),
+            kubelet_port: DEFAULT_KUBELET_PORT,
             root_dir,
             runtime_bin: PathBuf::from("minion-runtime"),
             runtime_root: PathBuf::from("/run/minion-runtime"),

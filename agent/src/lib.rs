@@ -9,12 +9,14 @@ pub mod containers;
 pub mod cri;
 pub mod images;
 pub mod lease;
+pub mod logs;
 pub mod manager;
 pub mod node;
 pub mod podapi;
 pub mod podworker;
 pub mod quantity;
 pub mod sandbox;
+pub mod server;
 pub mod status;
 pub mod termination;
 
@@ -42,6 +44,14 @@ pub enum Error {
         /// IO error.
         source: std::io::Error,
     },
+    /// The kubelet server's address could not be bound.
+    #[error("failed to listen on {addr} (kubelet server): {source}")]
+    Listen {
+        /// The address (`--node-ip`:`--kubelet-port`).
+        addr: String,
+        /// IO error.
+        source: std::io::Error,
+    },
     /// Registering the node failed.
     #[error(transparent)]
     Node(#[from] node::NodeError),
@@ -53,6 +63,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     std::fs::create_dir_all(config.root_dir.join("pods"))
         .map_err(|source| Error::RootDir { path: config.root_dir.clone(), source })?;
     let client = minion_client::from_kubeconfig(&config.kubeconfig).await?;
+    let listener = bind_kubelet_server(&config).await?;
     let config = Arc::new(config);
     let facts = node::gather_facts(&config.root_dir);
     let nodes: Api<Node> = Api::all(client.clone());
@@ -73,12 +84,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         api: Arc::new(podapi::KubePodApi::new(client.clone(), config.node_name.clone())),
         registries: Default::default(),
     };
+    let kubelet_server = tokio::spawn(server::serve(
+        listener,
+        server::KubeletServer {
+            config: config.clone(),
+            pods: Arc::new(server::ApiPods(client.clone())),
+            runtime: deps.runtime.clone(),
+        },
+    ));
     let image_gc = tokio::spawn(images::gc_loop(client.clone(), config.clone(), deps.runtime.clone()));
     manager::PodManager::new(deps).run(client, shutdown).await;
     image_gc.abort();
+    kubelet_server.abort();
     heartbeat.abort();
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Binds `--node-ip`:`--kubelet-port` for the kubelet server.
+async fn bind_kubelet_server(config: &Config) -> Result<tokio::net::TcpListener, Error> {
+    let addr = match config.node_ip.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, config.kubelet_port).to_string(),
+        Err(_) => format!("{}:{}", config.node_ip, config.kubelet_port),
+    };
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| Error::Listen { addr: addr.clone(), source })?;
+    tracing::info!(%addr, "kubelet server listening");
+    Ok(listener)
 }
 
 async fn register_until_ok(nodes: &Api<Node>, config: &Config, facts: &node::NodeFacts) -> Result<String, Error> {

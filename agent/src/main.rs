@@ -20,6 +20,9 @@ struct Args {
     /// The node's pod CIDR (spec.podCIDR).
     #[arg(long)]
     pod_cidr: String,
+    /// Port of the kubelet HTTP server (container logs, /healthz) on --node-ip.
+    #[arg(long, default_value_t = minion_agent::config::DEFAULT_KUBELET_PORT)]
+    kubelet_port: u16,
     /// Kubelet state directory (pods/<uid>/...).
     #[arg(long)]
     root_dir: PathBuf,
@@ -61,6 +64,7 @@ impl Args {
         c.kubeconfig = self.kubeconfig;
         c.node_ip = self.node_ip;
         c.pod_cidr = self.pod_cidr;
+        c.kubelet_port = self.kubelet_port;
         c.runtime_bin = self.runtime_bin;
         c.runtime_root = self.runtime_root;
         c.image_root = self.image_root;

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -193,6 +195,9 @@ pub fn build_status(config: &Config, facts: &NodeFacts, conditions: Vec<NodeCond
         capacity: Some(resources.clone()),
         allocatable: Some(resources),
         conditions: Some(conditions),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(config.kubelet_port) }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: facts.arch.clone(),
             boot_id: facts.boot_id.clone(),
