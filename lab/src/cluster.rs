@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials;
 use crate::error::io_err;
 use crate::image::build_busybox_rootfs;
 use crate::net::{self, run, NETNS_DIR};
@@ -112,14 +113,16 @@ fn build(t: &Topology, opts: &UpOptions) -> Result<(), LabError> {
         net::plug_node(t, node, i + 1)?;
     }
     let mut daemons = Vec::new();
+    let identities = credentials::write_token_file(t)?;
     let api = start_apiserver(t, &opts.bin_dir)?;
     daemons.push(api.clone());
     process::save(&daemons_file(t), &daemons)?;
-    let api_addr = format!("{}:{}", t.api_ip(), minion_api::API_PORT);
-    net::wait_for("the API server's /healthz", opts.timeout_secs, || {
-        api.alive() && net::http_get_status(&t.cp_netns(), &api_addr, "/healthz").ok() == Some(200)
+    // The API server generates the cluster CA on its first start; the kubeconfigs name it.
+    net::wait_for("the API server's CA certificate", opts.timeout_secs, || api.alive() && t.ca_file().exists())?;
+    credentials::write_kubeconfigs(t, &identities)?;
+    net::wait_for("the API server's /healthz over TLS", opts.timeout_secs, || {
+        api.alive() && kubectl_output(t, &["get", "--raw", "/healthz", "--request-timeout=2s"]).is_ok()
     })?;
-    std::fs::write(t.kubeconfig(), t.kubeconfig_yaml()).map_err(io_err(t.kubeconfig()))?;
     let rootfs = t.state_dir.join("images/busybox-rootfs");
     build_busybox_rootfs(&opts.busybox, &rootfs)?;
     for (i, node) in t.node_names().iter().enumerate() {
@@ -135,7 +138,7 @@ fn build(t: &Topology, opts: &UpOptions) -> Result<(), LabError> {
 }
 
 fn start_apiserver(t: &Topology, bin_dir: &Path) -> Result<Daemon, LabError> {
-    let data = t.state_dir.join("apiserver");
+    let data = t.apiserver_dir();
     std::fs::create_dir_all(&data).map_err(io_err(&data))?;
     let args = vec![
         "--listen".into(),
@@ -144,6 +147,8 @@ fn start_apiserver(t: &Topology, bin_dir: &Path) -> Result<Daemon, LabError> {
         t.api_ip(),
         "--data-dir".into(),
         data.display().to_string(),
+        "--token-auth-file".into(),
+        t.token_file().display().to_string(),
     ];
     let log = t.state_dir.join("logs/apiserver.log");
     process::spawn_in_netns("apiserver", &t.cp_netns(), &bin_dir.join("minion-apiserver"), &args, &log)
@@ -162,7 +167,7 @@ fn start_node(t: &Topology, opts: &UpOptions, node: &str, index: usize, rootfs: 
     net::enable_bridge_nf(&ns)?;
     let runtime = bin_dir.join("minion-runtime");
     run(Command::new(&runtime).args(["--root", &d("runtime"), "--image-root", &d("images"), "image", "import", "busybox"]).arg(rootfs))?;
-    let kubeconfig = t.kubeconfig().display().to_string();
+    let kubeconfig = t.node_kubeconfig(node).display().to_string();
     let node_ip = t.node_ip(index);
     let mut agent_args: Vec<String> = [
         "--kubeconfig", &kubeconfig, "--node-name", node, "--node-ip", &node_ip,

@@ -134,7 +134,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn print_summary(t: &Topology) {
     println!("lab {} is up", t.name);
-    println!("  control plane: netns {}  API http://{}:{}", t.cp_netns(), t.api_ip(), minion_api::API_PORT);
+    println!("  control plane: netns {}  API {}", t.cp_netns(), t.api_url());
     for (i, node) in t.node_names().iter().enumerate() {
         println!("  {node}: netns {}  ip {}  podCIDR {}", t.node_netns(node), t.node_ip(i + 1), t.pod_cidr(i + 1));
     }

@@ -4,8 +4,6 @@
 //! `ip` with `-n <netns>` (every link and address it makes lives in a namespace the
 //! lab created). Pod networking itself is minion-netd's job and uses netlink.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -100,22 +98,6 @@ pub fn in_netns<T: Send + 'static>(
         detail: "panicked".into(),
     })?;
     joined.map_err(|e| LabError::Io { path, source: e.into() })
-}
-
-/// One HTTP GET over plain TCP from inside a namespace; returns the status line's code.
-pub fn http_get_status(netns: &str, addr: &str, path: &str) -> Result<u16, LabError> {
-    let url = format!("http://{addr}{path}");
-    let (addr, path) = (addr.to_string(), path.to_string());
-    in_netns(netns, move || -> std::io::Result<u16> {
-        let mut s = TcpStream::connect_timeout(&addr.parse().map_err(std::io::Error::other)?, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        Ok(code)
-    })?
-    .map_err(|e| LabError::Command { command: format!("GET {url}"), detail: e.to_string() })
 }
 
 /// Polls `probe` until it returns true, for at most `secs` seconds.

@@ -91,13 +91,39 @@ impl Topology {
         self.state_dir.join("kubeconfig")
     }
 
-    /// The kubeconfig's text.
-    pub fn kubeconfig_yaml(&self) -> String {
-        let (name, ip, port) = (&self.name, self.api_ip(), minion_api::API_PORT);
+    /// A node's kubeconfig (its `system:node:<name>` token), used by all its daemons.
+    pub fn node_kubeconfig(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("kubeconfig")
+    }
+
+    /// The API server's data dir.
+    pub fn apiserver_dir(&self) -> PathBuf {
+        self.state_dir.join("apiserver")
+    }
+
+    /// The cluster CA the API server generates on first start.
+    pub fn ca_file(&self) -> PathBuf {
+        self.apiserver_dir().join("pki/ca.crt")
+    }
+
+    /// The API server's `--token-auth-file`: the admin's and each node's token.
+    pub fn token_file(&self) -> PathBuf {
+        self.state_dir.join("tokens.csv")
+    }
+
+    /// The API server's URL on the lab LAN.
+    pub fn api_url(&self) -> String {
+        format!("https://{}:{}", self.api_ip(), minion_api::API_PORT)
+    }
+
+    /// A kubeconfig's text for one token user, trusting the lab's CA.
+    pub fn kubeconfig_yaml(&self, user: &str, token: &str) -> String {
+        let (name, url, ca) = (&self.name, self.api_url(), self.ca_file());
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: http://{ip}:{port}\n\
-             contexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: admin\n\
-             current-context: {name}\nusers:\n- name: admin\n  user: {{}}\n"
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\n\
+             contexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {user}\n\
+             current-context: {name}\nusers:\n- name: {user}\n  user:\n    token: {token}\n",
+            ca = ca.display()
         )
     }
 }
@@ -117,7 +143,11 @@ mod tests {
         assert_eq!(t.pod_cidr(1), "10.244.1.0/24");
         assert_eq!(t.node_index("node-2").unwrap(), 2);
         assert!(t.node_index("node-3").is_err());
-        assert!(t.kubeconfig_yaml().contains("server: http://172.18.0.1:6443"));
+        let k = t.kubeconfig_yaml("admin", "tok");
+        assert!(k.contains("server: https://172.18.0.1:6443"), "{k}");
+        assert!(k.contains("certificate-authority: /run/minion-lab/demo/apiserver/pki/ca.crt"), "{k}");
+        assert!(k.contains("    token: tok\n"), "{k}");
+        assert_eq!(t.node_kubeconfig("node-1"), Path::new("/run/minion-lab/demo/nodes/node-1/kubeconfig"));
     }
 
     #[test]

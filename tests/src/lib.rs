@@ -109,6 +109,14 @@ impl Lab {
         run(self.lab_cmd().args(["kubectl", &self.name, "--"]).args(args))
     }
 
+    /// The real kubectl against this lab, not yet run (to read stderr, or to stream
+    /// `logs -f` from a child process).
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.lab_cmd();
+        c.args(["kubectl", &self.name, "--"]).args(args);
+        c
+    }
+
     /// A command in a node's network namespace (`cp` for the control plane).
     pub fn exec(&self, node: &str, cmd: &[&str]) -> Result<String> {
         run(self.lab_cmd().args(["exec", &self.name, node, "--"]).args(cmd))
