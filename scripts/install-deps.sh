@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential pkg-config ca-certificates curl git libseccomp-dev openssl
+  build-essential pkg-config ca-certificates curl git libseccomp-dev openssl protobuf-compiler
   iproute2 iptables conntrack util-linux procps kmod
   busybox-static dnsutils sqlite3 python3 python3-venv
   runc crun containernetworking-plugins
