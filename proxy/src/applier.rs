@@ -225,6 +225,8 @@ pub enum Call {
     EnsureRule(JumpRule),
     /// `conntrack(args)`.
     Conntrack(Vec<String>),
+    /// `current_chains(table)`.
+    CurrentChains(String),
 }
 
 /// In-memory fake: records calls and tracks nat chains declared (`:X`) and deleted
@@ -249,7 +251,7 @@ impl RecordingApplier {
             .iter()
             .filter_map(|c| match c {
                 Call::Apply(s) => Some(s.clone()),
-                Call::EnsureRule(_) | Call::Conntrack(_) => None,
+                Call::EnsureRule(_) | Call::Conntrack(_) | Call::CurrentChains(_) => None,
             })
             .collect()
     }
@@ -290,7 +292,11 @@ impl RulesetApplier for RecordingApplier {
         Ok(())
     }
 
-    fn current_chains(&self, _table: &str) -> Result<BTreeSet<String>, ApplyError> {
+    fn current_chains(&self, table: &str) -> Result<BTreeSet<String>, ApplyError> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Call::CurrentChains(table.to_string()));
         Ok(self
             .nat_chains
             .lock()

@@ -171,6 +171,7 @@ impl<A: RulesetApplier> Syncer<A> {
             // would only reset the counters a user is watching.
             let mut stats = stats(&blocks, &skip, 0);
             (stats.restores, stats.commits) = (0, 0);
+            self.kernel_chains = Some(existing);
             self.ensure_jumps()?;
             return Ok(stats);
         }
