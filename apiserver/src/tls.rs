@@ -174,7 +174,9 @@ fn validity_start() -> ((i32, u8, u8), i32) {
 /// Writes a file atomically (a temporary file renamed into place) with `mode`.
 pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
     let io = |source| TlsError::Io { path: path.into(), source };
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io)?;
     f.write_all(text.as_bytes()).map_err(io)?;

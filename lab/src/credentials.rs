@@ -51,7 +51,10 @@ pub fn random_token() -> Result<String, LabError> {
 
 /// Writes a secret file readable by root only.
 pub fn write_secret(path: &Path, text: &str) -> Result<(), LabError> {
+    use std::os::unix::fs::PermissionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io_err(path))?;
+    // `mode` applies only to a new file: an older, wider file is narrowed too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
     f.write_all(text.as_bytes()).map_err(io_err(path))
 }
 
@@ -105,5 +108,17 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn secrets_are_root_only_even_over_an_older_wider_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_secret(&path, "new").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode, std::fs::read_to_string(&path).unwrap().as_str()), (0o600, "new"));
     }
 }
