@@ -46,6 +46,10 @@ pub struct Config {
     pub max_grace_period: Duration,
     /// Registries (`host:port`) pulled from over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// The bearer token the API server presents on the kubelet server (its kubelet
+    /// client credential). None: the kubelet API is served without authentication,
+    /// as a kubelet with `--anonymous-auth` and `AlwaysAllow` does.
+    pub kubelet_client_token: Option<String>,
 }
 
 impl Config {
@@ -57,6 +61,7 @@ impl Config {
             node_ip: "127.0.0.1".to_string(),
             pod_cidr: String::new(),
             kubelet_port: DEFAULT_KUBELET_PORT,
+            kubelet_client_token: None,
             root_dir,
             runtime_bin: PathBuf::from("minion-runtime"),
             runtime_root: PathBuf::from("/run/minion-runtime"),
@@ -82,4 +87,14 @@ impl Config {
     pub fn netns_path(&self, uid: &str) -> PathBuf {
         self.netns_dir.join(format!("minion-{uid}"))
     }
+}
+
+/// Reads a bearer token file (one token, surrounding whitespace ignored).
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(format!("token file {} must hold exactly one token", path.display()));
+    }
+    Ok(token.to_string())
 }

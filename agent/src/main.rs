@@ -56,10 +56,14 @@ struct Args {
     /// Registry HOST:PORT pulled from over plain HTTP (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registry: Vec<String>,
+    /// File holding the bearer token the API server must present on the kubelet server
+    /// (container logs). Without it that API is served without authentication.
+    #[arg(long)]
+    kubelet_client_token_file: Option<PathBuf>,
 }
 
 impl Args {
-    fn into_config(self) -> minion_agent::Config {
+    fn into_config(self) -> Result<minion_agent::Config, String> {
         let mut c = minion_agent::Config::new(&self.node_name, self.root_dir);
         c.kubeconfig = self.kubeconfig;
         c.node_ip = self.node_ip;
@@ -75,14 +79,23 @@ impl Args {
         c.cgroup_root = self.cgroup_root;
         c.max_grace_period = std::time::Duration::from_secs(self.max_grace_period);
         c.insecure_registries = self.insecure_registry;
-        c
+        if let Some(path) = &self.kubelet_client_token_file {
+            c.kubelet_client_token = Some(minion_agent::config::read_token_file(path)?);
+        }
+        Ok(c)
     }
 }
 
 #[tokio::main]
 async fn main() {
     minion_client::init_logging("info");
-    let config = Args::parse().into_config();
+    let config = match Args::parse().into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("minion-agent: error: {e}");
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = minion_agent::run(config, minion_client::shutdown_signal()).await {
         eprintln!("minion-agent: error: {e}");
         std::process::exit(1);

@@ -1,9 +1,11 @@
 //! The kubelet's HTTP server (port 10250): `GET /containerLogs/{namespace}/{pod}/{container}`,
 //! which the API server proxies `pods/log` (`kubectl logs`) to, and `/healthz`.
 //!
-//! Plain HTTP: in the lab it listens only inside the node's network namespace, on the
-//! node's InternalIP, where only the control plane reaches it. A real kubelet serves
-//! HTTPS and authenticates the API server by its client certificate.
+//! Plain HTTP, on the node's InternalIP. With a kubelet client token configured, every
+//! path but `/healthz` needs `Authorization: Bearer <token>` (compared in constant
+//! time), which only the API server holds; pods on the node's bridge can reach the port
+//! but not read logs. A real kubelet serves HTTPS and authenticates the API server by
+//! its client certificate.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -69,10 +71,32 @@ impl std::fmt::Debug for KubeletServer {
 
 /// The server's routes.
 pub fn router(server: KubeletServer) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+    let token = server.config.kubelet_client_token.clone();
+    let api = Router::new()
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
-        .with_state(server)
+        .route_layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let allowed = authorized(token.as_deref(), req.headers().get(header::AUTHORIZATION));
+            async move {
+                if allowed {
+                    next.run(req).await
+                } else {
+                    text(StatusCode::UNAUTHORIZED, "Unauthorized")
+                }
+            }
+        }));
+    Router::new().route("/healthz", get(|| async { "ok" })).merge(api).with_state(server)
+}
+
+/// Whether a request's Authorization header carries the expected bearer token (any
+/// request, when no token is configured).
+pub fn authorized(expected: Option<&str>, header: Option<&header::HeaderValue>) -> bool {
+    let Some(expected) = expected else { return true };
+    let Some(given) = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    // Constant time over the token's bytes: no early exit on the first difference.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves on `listener` until the task is dropped.

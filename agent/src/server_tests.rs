@@ -92,8 +92,13 @@ struct Harness {
 }
 
 async fn start() -> Harness {
+    start_with_token(None).await
+}
+
+async fn start_with_token(token: Option<&str>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::new("node1", dir.path().to_path_buf());
+    let mut config = Config::new("node1", dir.path().to_path_buf());
+    config.kubelet_client_token = token.map(str::to_string);
     let logs = |c: &str| {
         let d = logs::container_log_dir(dir.path(), "u1", c);
         std::fs::create_dir_all(&d).unwrap();
@@ -114,8 +119,13 @@ async fn start() -> Harness {
 
 /// GET `path`; returns (status, body) once the server closes the response (10 s bound).
 async fn get(port: u16, path: &str) -> (u16, String) {
+    get_with(port, path, "").await
+}
+
+/// GET `path` with extra header lines (each ending in CRLF).
+async fn get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await.expect("response did not end").unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -179,3 +189,28 @@ async fn follow_streams_until_the_container_stops() {
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.expect("follow did not end").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_token_only_its_bearer_reads_logs() {
+    let h = start_with_token(Some("s3cret")).await;
+    assert_eq!(get(h.port, "/healthz").await, (200, "ok".into()), "health stays open");
+    assert_eq!(get(h.port, "/containerLogs/default/p/c").await, (401, "Unauthorized\n".into()));
+    let wrong = get_with(h.port, "/containerLogs/default/p/c", "Authorization: Bearer s3creT\r\n").await;
+    assert_eq!(wrong.0, 401);
+    let basic = get_with(h.port, "/containerLogs/default/p/c", "Authorization: Basic s3cret\r\n").await;
+    assert_eq!(basic.0, 401);
+    let right = get_with(h.port, "/containerLogs/default/p/c", "Authorization: Bearer s3cret\r\n").await;
+    assert_eq!(right, (200, "a\nb\n".into()));
+}
+
+#[test]
+fn bearer_tokens_must_match_exactly() {
+    let h = |v: &'static str| header::HeaderValue::from_static(v);
+    assert!(authorized(None, None));
+    assert!(!authorized(Some("abc"), None));
+    assert!(authorized(Some("abc"), Some(&h("Bearer abc"))));
+    assert!(!authorized(Some("abc"), Some(&h("Bearer abcd"))));
+    assert!(!authorized(Some("abc"), Some(&h("Bearer ab"))));
+    assert!(!authorized(Some("abc"), Some(&h("bearer abc"))));
+}
+

@@ -31,6 +31,9 @@ struct Args {
     /// <data-dir>/tokens.csv is generated with a random admin token.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// File holding the bearer token presented to kubelets (pods/log).
+    #[arg(long)]
+    kubelet_client_token_file: Option<PathBuf>,
     /// Serve plain HTTP and let requests without credentials in (loopback --listen only).
     #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_private_key_file"])]
     insecure: bool,
@@ -72,6 +75,7 @@ async fn main() {
             tls_cert_file: args.tls_cert_file,
             tls_private_key_file: args.tls_private_key_file,
             token_auth_file: args.token_auth_file,
+            kubelet_client_token_file: args.kubelet_client_token_file,
         },
         storage: match args.storage {
             StorageKind::Sqlite => minion_apiserver::StorageConfig::Sqlite,

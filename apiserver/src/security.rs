@@ -31,6 +31,9 @@ pub struct Security {
     /// kube-apiserver static token CSV. Without it `<data-dir>/tokens.csv` is used,
     /// generated with an admin token on first start.
     pub token_auth_file: Option<PathBuf>,
+    /// The bearer token this server presents to kubelets (`pods/log`), one token in a
+    /// file; kube-apiserver presents a client certificate instead.
+    pub kubelet_client_token_file: Option<PathBuf>,
 }
 
 impl Security {
@@ -51,6 +54,20 @@ pub enum SecurityError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error("kubelet client token file {path}: {reason}")]
+    KubeletToken { path: PathBuf, reason: String },
+}
+
+/// The token presented to kubelets, read from `--kubelet-client-token-file`.
+pub fn kubelet_client_token(security: &Security) -> Result<Option<String>, SecurityError> {
+    let Some(path) = &security.kubelet_client_token_file else { return Ok(None) };
+    let bad = |reason: String| SecurityError::KubeletToken { path: path.clone(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(bad("must hold exactly one token".into()));
+    }
+    Ok(Some(token.to_string()))
 }
 
 /// What the server runs with: who may call it, and TLS unless insecure.

@@ -54,6 +54,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Request counters and latencies (`/metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// The bearer token presented to kubelets when proxying `pods/log`.
+    pub kubelet_token: Option<String>,
 }
 
 impl AppState {
@@ -83,8 +85,15 @@ pub async fn run_with_listener(
         .map_err(|e| Error::Bootstrap(e.to_string()))?
         .map_err(|source| Error::Store { dir: config.storage.describe(&config.data_dir), source })?;
     let db = Db::new(store);
+    let kubelet_token = crate::security::kubelet_client_token(&config.security)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = Arc::new(AppState { db, ips: Mutex::new(ClusterIpAllocator::service_cidr()), shutdown: stop_rx, metrics: Default::default() });
+    let state = Arc::new(AppState {
+        db,
+        ips: Mutex::new(ClusterIpAllocator::service_cidr()),
+        shutdown: stop_rx,
+        metrics: Default::default(),
+        kubelet_token,
+    });
     let local = listener.local_addr().map_err(Error::Serve)?;
     let advertise = config.advertise_address.unwrap_or_else(|| advertise_default(local.ip()));
     let security = crate::security::prepare(&config.security, &config.data_dir, local, advertise)?;

@@ -173,3 +173,54 @@ async fn pod_log_validation_and_proxy() {
     read_until(&mut stream, &mut seen, "second\n").await;
     server.stop().await;
 }
+
+/// A kubelet that answers only the bearer of `token` (401 otherwise), like the agent's.
+async fn guarded_kubelet(token: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(conn);
+                let mut authorized = false;
+                loop {
+                    let mut h = String::new();
+                    if conn.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    authorized |= h.trim_end().to_ascii_lowercase() == format!("authorization: bearer {token}");
+                }
+                let (status, body) = if authorized { ("200 OK", "secret logs\n") } else { ("401 Unauthorized", "Unauthorized\n") };
+                let reply = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let _ = conn.get_mut().write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn kubelet_client_token_is_presented_to_the_kubelet() {
+    let port = guarded_kubelet("kubelet-tok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("kubelet-client.token");
+    std::fs::write(&token_file, "kubelet-tok\n").unwrap();
+    let security = minion_apiserver::Security { kubelet_client_token_file: Some(token_file), ..minion_apiserver::Security::insecure() };
+    for d in ["with", "without"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let with = Server::start_with(&dir.path().join("with"), security).await;
+    add_node(&with, "n1", port).await;
+    add_pod(&with, "one", &["c"], Some("n1")).await;
+    let (code, body) = with.http("GET", "/api/v1/namespaces/default/pods/one/log", None).await.unwrap();
+    assert_eq!((code, body.as_str()), (200, "secret logs\n"));
+    with.stop().await;
+
+    let without = Server::start(&dir.path().join("without")).await;
+    add_node(&without, "n1", port).await;
+    add_pod(&without, "one", &["c"], Some("n1")).await;
+    let (code, s) = status_of(&without, "/api/v1/namespaces/default/pods/one/log").await;
+    assert_eq!((code, s["message"].as_str()), (401, Some("Unauthorized")), "{s}");
+    without.stop().await;
+}
+

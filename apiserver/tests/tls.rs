@@ -207,6 +207,7 @@ async fn given_certificate_files_and_token_file_are_used() {
             tls_cert_file: Some(pki.join("apiserver.crt")),
             tls_private_key_file: Some(pki.join("apiserver.key")),
             token_auth_file: Some(tokens),
+            ..Default::default()
         },
         storage: Default::default(),
     };

@@ -149,6 +149,8 @@ fn start_apiserver(t: &Topology, bin_dir: &Path) -> Result<Daemon, LabError> {
         data.display().to_string(),
         "--token-auth-file".into(),
         t.token_file().display().to_string(),
+        "--kubelet-client-token-file".into(),
+        t.kubelet_client_token_file().display().to_string(),
     ];
     let log = t.state_dir.join("logs/apiserver.log");
     process::spawn_in_netns("apiserver", &t.cp_netns(), &bin_dir.join("minion-apiserver"), &args, &log)
@@ -175,6 +177,7 @@ fn start_node(t: &Topology, opts: &UpOptions, node: &str, index: usize, rootfs: 
         "--runtime-bin", &runtime.display().to_string(), "--runtime-root", &d("runtime"),
         "--image-root", &d("images"), "--cni-bin-dir", &d("cni/bin"), "--cni-conf-dir", &d("cni/net.d"),
         "--netns-dir", NETNS_DIR, "--cgroup-parent", &t.cgroup_parent(node),
+        "--kubelet-client-token-file", &t.kubelet_client_token_file().display().to_string(),
     ].iter().map(|s| s.to_string()).collect();
     for registry in &opts.insecure_registries {
         agent_args.extend(["--insecure-registry".to_string(), registry.clone()]);

@@ -58,10 +58,12 @@ pub fn write_secret(path: &Path, text: &str) -> Result<(), LabError> {
     f.write_all(text.as_bytes()).map_err(io_err(path))
 }
 
-/// Generates the identities and writes the token file for the API server.
+/// Generates the identities and writes the token file for the API server, and the
+/// token it presents to kubelets.
 pub fn write_token_file(t: &Topology) -> Result<Vec<Identity>, LabError> {
     let ids = identities(t, random_token)?;
     write_secret(&t.token_file(), &token_file_text(&ids))?;
+    write_secret(&t.kubelet_client_token_file(), &format!("{}\n", random_token()?))?;
     Ok(ids)
 }
 

@@ -106,6 +106,12 @@ impl Topology {
         self.apiserver_dir().join("pki/ca.crt")
     }
 
+    /// The token the API server presents to every kubelet (`pods/log`), and which each
+    /// agent requires: `--kubelet-client-token-file` of both.
+    pub fn kubelet_client_token_file(&self) -> PathBuf {
+        self.state_dir.join("kubelet-client.token")
+    }
+
     /// The API server's `--token-auth-file`: the admin's and each node's token.
     pub fn token_file(&self) -> PathBuf {
         self.state_dir.join("tokens.csv")

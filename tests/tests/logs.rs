@@ -69,6 +69,10 @@ fn kubectl_logs() -> Result<()> {
     step("node publishes its kubelet port");
     let port = lab.kubectl(&["get", "node", "node-1", "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}"])?;
     ensure!(port.trim() == "10250", "kubelet port published: {port:?}");
+    let ip = lab.kubectl(&["get", "node", "node-1", "-o", "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}"])?;
+    let url = format!("http://{}:10250/containerLogs/default/echo/main", ip.trim());
+    let code = lab.exec("node-1", &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", &url])?;
+    ensure!(code.trim() == "401", "the kubelet API without the API server's token answered {code:?}");
 
     step("kubectl logs shows what the container wrote");
     let all = "line-1\nline-2\nline-3\nline-4\nline-5\n";

@@ -54,7 +54,7 @@ pub async fn serve(app: &Arc<AppState>, req: &Req, target: &Target) -> Result<Re
         container,
         forwarded_query(req)
     );
-    proxy(&host, port, &path).await
+    proxy(&host, port, &path, app.kubelet_token.as_deref()).await
 }
 
 /// The names in kube-apiserver's order: init containers, then containers.
@@ -141,7 +141,7 @@ fn host_port(host: &str, port: u16) -> String {
 
 /// GETs `path` from the kubelet at `host:port`; a 2xx body streams through as
 /// text/plain, anything else becomes a Status carrying the kubelet's message.
-async fn proxy(host: &str, port: u16, path: &str) -> Result<Response, ApiError> {
+async fn proxy(host: &str, port: u16, path: &str, token: Option<&str>) -> Result<Response, ApiError> {
     let addr = host_port(host, port);
     let url = format!("http://{addr}{path}");
     let unreachable = |why: String| {
@@ -162,8 +162,11 @@ async fn proxy(host: &str, port: u16, path: &str) -> Result<Response, ApiError> 
             tracing::debug!(error = %e, "kubelet log connection ended");
         }
     });
-    let request = http::Request::get(path)
-        .header(header::HOST, addr.as_str())
+    let mut request = http::Request::get(path).header(header::HOST, addr.as_str());
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let resp = match tokio::time::timeout(HEAD_TIMEOUT, sender.send_request(request)).await {

@@ -22,13 +22,19 @@ pub struct Server {
 impl Server {
     /// Starts a server on 127.0.0.1:0 over `data_dir`.
     pub async fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, minion_apiserver::Security::insecure()).await
+    }
+
+    /// Like [`Server::start`], with the given security settings (kept on loopback).
+    #[allow(dead_code)]
+    pub async fn start_with(data_dir: &Path, security: minion_apiserver::Security) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let config = minion_apiserver::Config {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             data_dir: data_dir.to_path_buf(),
             advertise_address: None,
-            security: minion_apiserver::Security::insecure(),
+            security,
             storage: Default::default(),
         };
         let (tx, rx) = oneshot::channel::<()>();
