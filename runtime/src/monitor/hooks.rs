@@ -30,12 +30,15 @@ pub(crate) fn init_needs_state(spec: &Spec) -> bool {
 /// The monitor's own pid namespace, kept when it will run hooks: after the
 /// init is forked into the container's pid namespace, the monitor returns to
 /// its own, so that hooks run in the runtime's namespace.
-pub(super) fn own_pidns(spec: &Spec) -> Option<OwnedFd> {
+pub(super) fn own_pidns(spec: &Spec) -> Result<Option<OwnedFd>, String> {
     let needed = runtime_hooks_before_pivot(spec) || !hooks::of(spec, Kind::Poststart).is_empty();
     if !needed {
-        return None;
+        return Ok(None);
     }
-    nix::fcntl::open("/proc/self/ns/pid", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()
+    // Without it hooks would silently run in the container's pid namespace.
+    nix::fcntl::open("/proc/self/ns/pid", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map(Some)
+        .map_err(|e| format!("open /proc/self/ns/pid (the runtime's pid namespace, for hooks): {e}"))
 }
 
 /// Back to the monitor's own pid namespace for later children.

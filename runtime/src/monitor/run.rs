@@ -24,8 +24,10 @@ use crate::sys;
 pub fn monitor_main(store: &StateStore, dir: &Path, opts: &CreateOptions, result: OwnedFd) -> i32 {
     let result = above_stdio(result);
     // SAFETY: after the fork this process owns its copy of the caller's
-    // console socket fd (kept open by `create` until we report).
-    let console = opts.console_fd.filter(|fd| *fd > 2).map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    // console socket fd (kept open by `create` until we report); nothing else in
+    // the monitor owns or closes that number. One that landed on 0-2 (a caller
+    // with closed stdio) is moved above stdio before stdio is redirected.
+    let console = opts.console_fd.map(|fd| above_stdio(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }));
     let mut keep = vec![result.as_raw_fd()];
     keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
     close_other_fds(&keep);
@@ -109,7 +111,7 @@ impl Monitor {
         let (sync_r, sync_w) = pipe().map_err(&fail)?;
         let (out_r, out_w) = pipe().map_err(&fail)?;
         let (err_r, err_w) = pipe().map_err(&fail)?;
-        let own_pidns = super::hooks::own_pidns(&b.spec);
+        let own_pidns = super::hooks::own_pidns(&b.spec).map_err(&fail)?;
         enter_pid_ns(&b.spec).map_err(&fail)?;
         let cfg = InitConfig {
             spec: b.spec.clone(),

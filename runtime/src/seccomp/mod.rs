@@ -44,6 +44,8 @@ pub enum Error {
     Export(std::io::Error),
     #[error("load seccomp filter ({len} instructions, flags {flags:#x}): {source}")]
     Load { len: usize, flags: u32, source: nix::Error },
+    #[error("load seccomp filter with SECCOMP_FILTER_FLAG_TSYNC: thread {0} could not be synchronized")]
+    Tsync(i64),
 }
 
 /// A compiled filter, ready to load.
@@ -148,7 +150,13 @@ impl Filter {
         let r = unsafe {
             libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, self.flags as libc::c_ulong, &fprog as *const libc::sock_fprog)
         };
-        nix::errno::Errno::result(r).map(drop).map_err(|source| Error::Load { len: self.prog.len(), flags: self.flags, source })
+        // With TSYNC a positive result is the id of the thread that could not be
+        // synchronized: a failure, not a success.
+        match r {
+            0 => Ok(()),
+            tid if tid > 0 => Err(Error::Tsync(tid)),
+            _ => Err(Error::Load { len: self.prog.len(), flags: self.flags, source: nix::errno::Errno::last() }),
+        }
     }
 }
 
