@@ -1,4 +1,4 @@
-//! `cargo run -p minion-dnsd --example fuzz -- --iterations N [--seed S] [--campaigns C]`:
+//! `cargo run -p minion-dnsd --features fuzz --example fuzz -- --iterations N [--seed S] [--campaigns C]`:
 //! a longer run of the deterministic mutation fuzzer over dnsd's request path
 //! ([`minion_dnsd::fuzz`]). Exits non-zero with the seed, iteration and input (hex)
 //! of the first wrong reply or panic; rerun with that seed to reproduce it.

@@ -14,12 +14,14 @@
 //! reference the wire path is tested against), [`server`] (UDP workers and TCP),
 //! [`forward`] + [`cache`] (out-of-zone upstreams), [`watch`] (API watches),
 //! [`register`] (kube-dns Endpoints), [`peers`] (dead replicas leave kube-dns),
-//! [`fuzz`] (the mutation fuzzer over the request path).
+//! `fuzz` (the mutation fuzzer over the request path; built for tests and with the
+//! `fuzz` feature only).
 
 pub mod answer;
 pub mod build;
 pub mod cache;
 pub mod forward;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod index;
 pub mod peers;
