@@ -5,7 +5,9 @@
 //! and the endpoints controller catch that; kube-dns has no selector here, so every
 //! dnsd probes its peers instead: each address in the Endpoints other than its own
 //! gets a DNS query (the zone's SOA) every [`PROBE_INTERVAL`], and after
-//! [`FAILURES_TO_REMOVE`] probes in a row without any answer it is removed. A replica
+//! [`FAILURES_TO_REMOVE`] probes in a row without any answer it is removed. A probe
+//! refused outright (ICMP port unreachable: nothing listens there, as right after a
+//! SIGKILL) removes it at once: that is the kernel's word, not a slow answer. A replica
 //! that was removed by mistake (a partition) adds itself back at its next
 //! registration check.
 
@@ -49,6 +51,17 @@ pub fn peers(endpoints: &Endpoints, own: IpAddr) -> Vec<SocketAddr> {
     peers
 }
 
+/// What one probe of a peer found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// A response with the query's id came back in time.
+    Answered,
+    /// The peer's host said nothing listens on the port (ECONNREFUSED).
+    Refused,
+    /// No answer within the timeout.
+    Silent,
+}
+
 /// Consecutive probe failures per peer; says which ones to remove.
 #[derive(Debug, Default)]
 pub struct Failures(HashMap<SocketAddr, u32>);
@@ -57,13 +70,17 @@ impl Failures {
     /// Records one round: `results` holds every current peer and whether it answered.
     /// Returns the peers that reached [`FAILURES_TO_REMOVE`]. Peers no longer listed
     /// are forgotten.
-    pub fn record(&mut self, results: &[(SocketAddr, bool)]) -> Vec<SocketAddr> {
+    pub fn record(&mut self, results: &[(SocketAddr, Probe)]) -> Vec<SocketAddr> {
         self.0
             .retain(|peer, _| results.iter().any(|(p, _)| p == peer));
         let mut dead = Vec::new();
-        for &(peer, answered) in results {
+        for &(peer, probe) in results {
             let count = self.0.entry(peer).or_insert(0);
-            *count = if answered { 0 } else { *count + 1 };
+            *count = match probe {
+                Probe::Answered => 0,
+                Probe::Refused => FAILURES_TO_REMOVE,
+                Probe::Silent => *count + 1,
+            };
             if *count >= FAILURES_TO_REMOVE {
                 dead.push(peer);
                 *count = 0;
@@ -83,29 +100,33 @@ pub fn probe_query(zone: &[u8], id: u16) -> Vec<u8> {
     q
 }
 
-/// True when `peer` answers `query` (any response with its id) in time.
-async fn answers(peer: SocketAddr, query: &[u8]) -> bool {
+/// Whether `peer` answers `query` (any response with its id) in time.
+async fn answers(peer: SocketAddr, query: &[u8]) -> Probe {
     let local: SocketAddr = if peer.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
         ([0u16; 8], 0).into()
     };
+    let refused = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => Probe::Refused,
+        _ => Probe::Silent,
+    };
     let exchange = async {
-        let socket = UdpSocket::bind(local).await.ok()?;
-        socket.connect(peer).await.ok()?;
-        socket.send(query).await.ok()?;
+        let socket = UdpSocket::bind(local).await.map_err(refused)?;
+        socket.connect(peer).await.map_err(refused)?;
+        socket.send(query).await.map_err(refused)?;
         let mut buf = [0u8; 512];
         loop {
-            let n = socket.recv(&mut buf).await.ok()?;
+            let n = socket.recv(&mut buf).await.map_err(refused)?;
             if n >= 3 && buf[..2] == query[..2] && buf[2] & 0x80 != 0 {
-                return Some(());
+                return Ok::<Probe, Probe>(Probe::Answered);
             }
         }
     };
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, exchange).await,
-        Ok(Some(()))
-    )
+    match tokio::time::timeout(PROBE_TIMEOUT, exchange).await {
+        Ok(Ok(probe) | Err(probe)) => probe,
+        Err(_) => Probe::Silent,
+    }
 }
 
 /// Probes the other replicas in kube-dns forever and removes the ones that stopped
@@ -172,15 +193,42 @@ mod tests {
             "10.0.0.3:53".parse().unwrap(),
         );
         let mut failures = Failures::default();
+        let silent = [(a, Probe::Silent), (b, Probe::Silent)];
         for _ in 1..FAILURES_TO_REMOVE {
-            assert!(failures.record(&[(a, false), (b, false)]).is_empty());
+            assert!(failures.record(&silent).is_empty());
         }
         // One answer starts the counts over.
-        assert!(failures.record(&[(a, true), (b, true)]).is_empty());
+        assert!(failures.record(&[(a, Probe::Answered), (b, Probe::Answered)]).is_empty());
         for _ in 1..FAILURES_TO_REMOVE {
-            assert!(failures.record(&[(a, false), (b, false)]).is_empty());
+            assert!(failures.record(&silent).is_empty());
         }
-        assert_eq!(failures.record(&[(a, false), (b, false)]), vec![a, b]);
+        assert_eq!(failures.record(&silent), vec![a, b]);
+    }
+
+    #[test]
+    fn a_refused_probe_removes_the_peer_at_once() {
+        let (a, b): (SocketAddr, SocketAddr) = ("10.0.0.2:53".parse().unwrap(), "10.0.0.3:53".parse().unwrap());
+        let mut failures = Failures::default();
+        assert_eq!(failures.record(&[(a, Probe::Refused), (b, Probe::Silent)]), vec![a]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_refused_and_a_live_one_answers() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let query = probe_query(b"\x07cluster\x05local\x00", 9);
+        assert_eq!(answers(addr, &query).await, Probe::Refused);
+        let live = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            if let Ok((n, from)) = live.recv_from(&mut buf).await {
+                buf[2] |= 0x80;
+                let _ = live.send_to(&buf[..n], from).await;
+            }
+        });
+        assert_eq!(answers(live_addr, &query).await, Probe::Answered);
     }
 
     #[test]
