@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The kubelet's usual port.
-pub const DEFAULT_KUBELET_PORT: u16 = 10250;
+pub const DEFAULT_KUBELET_PORT: u16 = minion_api::KUBELET_PORT;
 
 /// Everything the kubelet needs to know about its node and its peers (runtime, CNI).
 #[derive(Debug, Clone)]

@@ -84,18 +84,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         api: Arc::new(podapi::KubePodApi::new(client.clone(), config.node_name.clone())),
         registries: Default::default(),
     };
-    let kubelet_server = tokio::spawn(server::serve(
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut kubelet_server = tokio::spawn(server::serve(
         listener,
         server::KubeletServer {
             config: config.clone(),
             pods: Arc::new(server::ApiPods(client.clone())),
             runtime: deps.runtime.clone(),
         },
+        async move {
+            let _ = server_stopped.await;
+        },
     ));
     let image_gc = tokio::spawn(images::gc_loop(client.clone(), config.clone(), deps.runtime.clone()));
     manager::PodManager::new(deps).run(client, shutdown).await;
     image_gc.abort();
-    kubelet_server.abort();
+    // Open log streams get a moment to end cleanly, then the server is dropped.
+    let _ = stop_server.send(());
+    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut kubelet_server).await.is_err() {
+        kubelet_server.abort();
+    }
     heartbeat.abort();
     tracing::info!("agent stopped");
     Ok(())

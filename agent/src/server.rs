@@ -99,9 +99,13 @@ pub fn authorized(expected: Option<&str>, header: Option<&header::HeaderValue>) 
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serves on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, server: KubeletServer) -> std::io::Result<()> {
-    axum::serve(listener, router(server)).await
+/// Serves on `listener` until `shutdown` resolves, then lets open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    server: KubeletServer,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(server)).with_graceful_shutdown(shutdown).await
 }
 
 fn text(code: StatusCode, msg: impl Into<String>) -> Response {

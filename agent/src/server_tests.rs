@@ -113,7 +113,7 @@ async fn start_with_token(token: Option<&str>) -> Harness {
     let server = KubeletServer { config: Arc::new(config), pods: Arc::new(FakePods(pod())), runtime: runtime.clone() };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(serve(listener, server));
+    tokio::spawn(serve(listener, server, std::future::pending()));
     Harness { port, runtime, live, _dir: dir }
 }
 

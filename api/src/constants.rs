@@ -13,6 +13,10 @@ pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 pub const KUBE_DNS_IP: &str = "10.96.0.10";
 /// The API server's port.
 pub const API_PORT: u16 = 6443;
+
+/// The kubelet's port (its HTTP API: container logs), published by each Node as
+/// `status.daemonEndpoints.kubeletEndpoint.Port`.
+pub const KUBELET_PORT: u16 = 10250;
 /// Namespaces that exist from the start.
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-node-lease"];
 /// Namespace holding node heartbeat Leases.

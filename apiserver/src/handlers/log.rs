@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::server::AppState;
 
 /// The kubelet's port when the Node does not publish one.
-pub const DEFAULT_KUBELET_PORT: u16 = 10250;
+pub const DEFAULT_KUBELET_PORT: u16 = minion_api::KUBELET_PORT;
 /// Bound on reaching the kubelet.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on the kubelet's response head (the body may then stream for long).

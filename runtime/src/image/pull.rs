@@ -115,7 +115,13 @@ pub fn pull(store: &ImageStore, name: &str, opts: &PullOptions) -> Result<Image,
         std::thread::sleep(Duration::from_millis(5));
     }
     rt.shutdown_background();
-    store.release();
+    if inflight.load(Ordering::SeqCst) == 0 {
+        store.release();
+    } else {
+        // An unpack still writes into the session: leave it; its lease dies with this
+        // process and the next store open sweeps what it left.
+        tracing::warn!(image = name, "layer unpacks still running after 300 s; keeping their session");
+    }
     res
 }
 
