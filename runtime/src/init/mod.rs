@@ -58,6 +58,9 @@ pub struct InitConfig {
     pub cgroup_mode: Mode,
     /// The container's `linux.cgroupsPath` (as used by the monitor).
     pub cgroups_path: String,
+    /// `linux.seccomp`, compiled by the monitor before the fork (libseccomp's work
+    /// stays out of the container's init).
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 /// Maps an OCI namespace type to clone flags.
@@ -135,8 +138,7 @@ pub fn setup(cfg: &InitConfig, console: Option<OwnedFd>, before_pivot: &mut dyn 
     caps::set_rlimits(&process)?;
     let cwd = process.cwd().clone();
     std::fs::create_dir_all(&cwd).map_err(io("create cwd", &cwd))?;
-    let seccomp = crate::seccomp::from_spec(&cfg.spec).map_err(|e| Error::Invalid(e.to_string()))?;
-    finish_process(&process, seccomp)
+    finish_process(&process, cfg.seccomp.clone())
 }
 
 /// The last steps shared by the init and `exec`: user, capabilities, cwd,

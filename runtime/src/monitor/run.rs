@@ -122,6 +122,7 @@ impl Monitor {
             cgroup_root: opts.cgroup_root.clone(),
             cgroup_mode: opts.cgroup_mode,
             cgroups_path: cg_path.clone(),
+            seccomp: crate::seccomp::from_spec(&b.spec).map_err(|e| fail(e.to_string()))?,
         };
         // SAFETY: the monitor is single-threaded.
         let child = match unsafe { fork() }.map_err(|e| fail(format!("fork init: {e}")))? {
