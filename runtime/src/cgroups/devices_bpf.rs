@@ -294,9 +294,20 @@ fn load(prog: &[Insn], log: Option<&mut Vec<u8>>) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// The most rules one program holds (each takes a few dozen instructions; jumps are
+/// 16-bit offsets).
+pub const MAX_RULES: usize = 512;
+
 /// Loads the program for `rules` and attaches it to the cgroup directory `leaf`.
 /// The attachment lives as long as the cgroup; the program fd is closed here.
 pub fn attach(leaf: &Path, rules: &[DeviceRule]) -> Result<(), Error> {
+    if rules.len() > MAX_RULES {
+        // Jump offsets are 16 bits: a longer program could not be encoded.
+        return Err(Error::InvalidDeviceRule {
+            rule: format!("{} rules", rules.len()),
+            reason: format!("at most {MAX_RULES} device rules fit in one cgroup device program"),
+        });
+    }
     let prog = program(rules);
     const _: () = assert!(std::mem::size_of::<Insn>() == 8);
     let fd = load(&prog, None).map_err(|e| {
@@ -332,6 +343,18 @@ mod tests {
     }
 
     const RW: i32 = ACC_READ | ACC_WRITE;
+
+    #[test]
+    fn the_largest_allowed_program_keeps_its_jumps_in_range() {
+        let many: Vec<DeviceRule> =
+            (0..MAX_RULES).map(|i| DeviceRule::parse(i % 2 == 0, &format!("c {}:{} rw", i / 256, i % 256)).unwrap()).collect();
+        let p = program(&many);
+        assert!(p.len() < i16::MAX as usize, "{} instructions", p.len());
+        // The first rule's jump still lands inside the program.
+        assert_eq!(eval(&p, DEV_CHAR, ACC_READ, 0, 0), Some(1));
+        assert_eq!(eval(&p, DEV_CHAR, ACC_READ, 0, 1), Some(0));
+        assert_eq!(eval(&p, DEV_BLOCK, ACC_READ, 0, 0), Some(0));
+    }
 
     #[test]
     fn parses_rules() {
