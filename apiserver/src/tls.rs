@@ -76,7 +76,9 @@ pub fn serving_sans(advertise: IpAddr, listen: IpAddr) -> Vec<String> {
 }
 
 /// Loads `<data_dir>/pki`, generating a CA and a serving certificate for `sans` when the
-/// folder holds none. The certificate is reused as it is on later starts.
+/// folder holds none. Later starts reuse both; when `sans` names an address the
+/// serving certificate lacks (a new `--advertise-address`), the serving certificate
+/// alone is issued again by the same CA, for the old names plus the new ones.
 pub fn ensure_pki(data_dir: &Path, sans: &[String]) -> Result<ServingCert, TlsError> {
     let dir = data_dir.join(PKI_DIR);
     let names = ["ca.crt", "ca.key", "apiserver.crt", "apiserver.key"];
@@ -85,6 +87,15 @@ pub fn ensure_pki(data_dir: &Path, sans: &[String]) -> Result<ServingCert, TlsEr
         generate(&dir, sans)?;
     } else if let Some(i) = present.iter().position(|p| !p) {
         return Err(TlsError::Incomplete { dir, missing: names[i].to_string() });
+    } else {
+        let known = std::fs::read_to_string(dir.join(SANS_FILE)).unwrap_or_default();
+        let mut all: Vec<String> = known.lines().map(str::to_string).collect();
+        let missing: Vec<&String> = sans.iter().filter(|s| !all.contains(s)).collect();
+        if !missing.is_empty() {
+            tracing::info!(missing = ?missing, "the serving certificate lacks names: issuing it again");
+            all.extend(missing.into_iter().cloned());
+            reissue_serving(&dir, &all)?;
+        }
     }
     let ca_path = dir.join("ca.crt");
     let ca_pem = std::fs::read_to_string(&ca_path).map_err(|source| TlsError::Io { path: ca_path, source })?;
@@ -128,22 +139,39 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// Generates the CA and the serving certificate into `dir` (keys mode 0600).
-fn generate(dir: &Path, sans: &[String]) -> Result<(), TlsError> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-    let gen = |what| move |source| TlsError::Generate { what, source };
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.into(), source })?;
+/// The names the serving certificate was issued for, one per line, beside it.
+const SANS_FILE: &str = "apiserver.sans";
+
+fn gen(what: &'static str) -> impl Fn(rcgen::Error) -> TlsError {
+    move |source| TlsError::Generate { what, source }
+}
+
+/// The CA's parameters: its subject and usages (its key identifies it).
+fn ca_params() -> Result<rcgen::CertificateParams, TlsError> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
     let (start, years) = validity_start();
     let ymd = |year: i32| rcgen::date_time_ymd(year, start.1, start.2);
-
-    let ca_key = KeyPair::generate().map_err(gen("CA key"))?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(gen("CA"))?;
     ca.distinguished_name.push(DnType::CommonName, "minion-ca");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     (ca.not_before, ca.not_after) = (ymd(start.0), ymd(start.0 + years));
-    let ca_cert = ca.self_signed(&ca_key).map_err(gen("CA certificate"))?;
+    Ok(ca)
+}
 
+/// Issues a new serving key and certificate for `sans` with the CA in `dir`.
+fn reissue_serving(dir: &Path, sans: &[String]) -> Result<(), TlsError> {
+    let path = dir.join("ca.key");
+    let pem = std::fs::read_to_string(&path).map_err(|source| TlsError::Io { path: path.clone(), source })?;
+    let ca_key = rcgen::KeyPair::from_pem(&pem).map_err(gen("CA key (reading ca.key)"))?;
+    write_serving(dir, sans, &rcgen::Issuer::new(ca_params()?, &ca_key))
+}
+
+/// Writes `apiserver.key`, `apiserver.crt` and the names file, issued by `issuer`.
+fn write_serving(dir: &Path, sans: &[String], issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>) -> Result<(), TlsError> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let (start, years) = validity_start();
+    let ymd = |year: i32| rcgen::date_time_ymd(year, start.1, start.2);
     let key = KeyPair::generate().map_err(gen("serving key"))?;
     let mut params = CertificateParams::new(sans.to_vec()).map_err(gen("serving certificate"))?;
     params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
@@ -151,12 +179,22 @@ fn generate(dir: &Path, sans: &[String]) -> Result<(), TlsError> {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     (params.not_before, params.not_after) = (ymd(start.0), ymd(start.0 + years));
-    let issuer = Issuer::new(ca, &ca_key);
-    let cert = params.signed_by(&key, &issuer).map_err(gen("serving certificate"))?;
-
-    write_file(&dir.join("ca.key"), &ca_key.serialize_pem(), 0o600)?;
+    let cert = params.signed_by(&key, issuer).map_err(gen("serving certificate"))?;
     write_file(&dir.join("apiserver.key"), &key.serialize_pem(), 0o600)?;
     write_file(&dir.join("apiserver.crt"), &cert.pem(), 0o644)?;
+    write_file(&dir.join(SANS_FILE), &format!("{}\n", sans.join("\n")), 0o644)
+}
+
+/// Generates the CA and the serving certificate into `dir` (keys mode 0600).
+fn generate(dir: &Path, sans: &[String]) -> Result<(), TlsError> {
+    use rcgen::{Issuer, KeyPair};
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.into(), source })?;
+    let ca_key = KeyPair::generate().map_err(gen("CA key"))?;
+    let ca = ca_params()?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(gen("CA certificate"))?;
+
+    write_file(&dir.join("ca.key"), &ca_key.serialize_pem(), 0o600)?;
+    write_serving(dir, sans, &Issuer::new(ca, &ca_key))?;
     // ca.crt last: its presence tells watchers (the lab) the folder is complete.
     write_file(&dir.join("ca.crt"), &ca_cert.pem(), 0o644)?;
     tracing::info!(dir = %dir.display(), sans = %sans.join(","), "generated a CA and a serving certificate");
@@ -271,6 +309,32 @@ mod tests {
         std::fs::remove_file(dir.path().join("pki/apiserver.key")).unwrap();
         let err = ensure_pki(dir.path(), &sans).unwrap_err().to_string();
         assert!(err.contains("apiserver.key is missing"), "{err}");
+    }
+
+    #[test]
+    fn a_new_advertise_address_reissues_the_serving_certificate_from_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = serving_sans("172.18.0.1".parse().unwrap(), "0.0.0.0".parse().unwrap());
+        let first = ensure_pki(dir.path(), &old).unwrap();
+        let new = serving_sans("192.168.56.10".parse().unwrap(), "0.0.0.0".parse().unwrap());
+        let second = ensure_pki(dir.path(), &new).unwrap();
+        assert_eq!(first.ca_pem, second.ca_pem, "the CA stays");
+        assert_ne!(first.chain, second.chain, "the serving certificate is new");
+        let pki = dir.path().join("pki");
+        let names = std::fs::read_to_string(pki.join(SANS_FILE)).unwrap();
+        assert!(names.lines().any(|l| l == "172.18.0.1") && names.lines().any(|l| l == "192.168.56.10"), "{names}");
+        // openssl agrees: the new certificate chains to the old CA and names both addresses.
+        let verify = std::process::Command::new("openssl")
+            .args(["verify", "-CAfile"]).arg(pki.join("ca.crt")).arg(pki.join("apiserver.crt")).output();
+        if let Ok(out) = verify {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+            let text = std::process::Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(pki.join("apiserver.crt")).output().unwrap();
+            let text = String::from_utf8_lossy(&text.stdout);
+            assert!(text.contains("IP Address:192.168.56.10") && text.contains("IP Address:172.18.0.1"), "{text}");
+        } else {
+            assert!(std::env::var_os("CI").is_none(), "openssl is missing");
+        }
+        assert_eq!(ensure_pki(dir.path(), &new).unwrap().chain, second.chain, "then reused");
     }
 
     #[test]
