@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod error;
 pub mod image;
 pub mod net;
+pub mod node;
 pub mod process;
 pub mod topology;
 
