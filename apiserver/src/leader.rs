@@ -2,8 +2,11 @@
 //! with `--leader-elect`: the holder of the coordination.k8s.io/v1 Lease
 //! `kube-system/minion-controller-manager` runs them. The holder renews it every
 //! couple of seconds with a compare-and-swap update; another API server takes it over
-//! once `renewTime + leaseDurationSeconds` has passed. With a store only this server
-//! writes (SQLite) it always leads and no Lease is written.
+//! once the Lease record has not changed for `leaseDurationSeconds` of its own clock
+//! (as client-go does: the holder's renewTime is never compared with this server's
+//! wall clock). A leader that cannot renew within the renew deadline stops its
+//! controllers at that moment, even while an etcd request is still hanging. With a
+//! store only this server writes (SQLite) it always leads and no Lease is written.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,8 +43,39 @@ pub enum Decision {
     Follow { holder: String },
 }
 
-/// Decides from the current Lease (None: absent) what `me` does at `now`.
-pub fn decide(lease: Option<&Value>, me: &str, now: DateTime<Utc>) -> Decision {
+/// The Lease record as last observed and when (on this server's monotonic clock) it
+/// last changed, like client-go's `observedRecord`/`observedTime`.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// holderIdentity, renewTime and resourceVersion of the last Lease read.
+    record: Option<(String, String, String)>,
+    /// When `record` last changed.
+    since: Instant,
+}
+
+impl Observed {
+    /// Nothing observed yet, at `now`.
+    pub fn new(now: Instant) -> Self {
+        Observed { record: None, since: now }
+    }
+
+    /// Records the Lease read at `now`; the clock restarts only when it changed.
+    pub fn see(&mut self, lease: Option<&Value>, now: Instant) {
+        let record = lease.map(|l| {
+            let field = |p: &str| l.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+            (field("/spec/holderIdentity"), field("/spec/renewTime"), field("/metadata/resourceVersion"))
+        });
+        if record != self.record {
+            self.record = record;
+            self.since = now;
+        }
+    }
+}
+
+/// Decides from the current Lease (None: absent), already passed to
+/// [`Observed::see`], what `me` does at `now`: another holder's Lease expires
+/// `leaseDurationSeconds` after this server last saw it change.
+pub fn decide(lease: Option<&Value>, me: &str, observed: &Observed, now: Instant) -> Decision {
     let Some(lease) = lease else { return Decision::Create };
     let spec = lease.get("spec").cloned().unwrap_or(Value::Null);
     let holder = spec.get("holderIdentity").and_then(Value::as_str).unwrap_or("");
@@ -51,17 +85,19 @@ pub fn decide(lease: Option<&Value>, me: &str, now: DateTime<Utc>) -> Decision {
     if holder.is_empty() {
         return Decision::TakeOver;
     }
-    let duration = spec.get("leaseDurationSeconds").and_then(Value::as_i64).unwrap_or(LEASE_DURATION_SECS);
-    let renewed = spec
-        .get("renewTime")
-        .or_else(|| spec.get("acquireTime"))
-        .and_then(Value::as_str)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    match renewed {
-        Some(t) if t + chrono::Duration::seconds(duration) > now => Decision::Follow { holder: holder.to_string() },
-        _ => Decision::TakeOver,
+    let secs = spec.get("leaseDurationSeconds").and_then(Value::as_i64).unwrap_or(LEASE_DURATION_SECS).max(0);
+    if now.saturating_duration_since(observed.since) < Duration::from_secs(secs as u64) {
+        Decision::Follow { holder: holder.to_string() }
+    } else {
+        Decision::TakeOver
     }
+}
+
+/// How long the next renewal round of a leader that last renewed at `last_renew`
+/// may take at `now` (None: the renew deadline has passed, stop leading).
+fn renew_budget(last_renew: Instant, now: Instant) -> Option<Duration> {
+    let left = (last_renew + RENEW_DEADLINE).saturating_duration_since(now);
+    (!left.is_zero()).then_some(left)
 }
 
 /// A Kubernetes MicroTime.
@@ -124,8 +160,9 @@ pub fn spawn(app: Arc<AppState>, me: String) -> Vec<JoinHandle<()>> {
     vec![tokio::spawn(elect(app, me))]
 }
 
-/// This server's leadership: the running controllers; dropping it while leading (at
-/// shutdown, or when the elector is aborted) stops them and gives the Lease up.
+/// This server's leadership: the running controllers; dropping it while leading (when
+/// the elector is aborted) stops them and gives the Lease up in the background (at
+/// shutdown the election loop releases it itself and waits for that).
 struct Leadership {
     app: Arc<AppState>,
     me: String,
@@ -148,10 +185,23 @@ impl Drop for Leadership {
 async fn elect(app: Arc<AppState>, me: String) {
     let mut leadership = Leadership { app: app.clone(), me: me.clone(), running: None };
     let running = &mut leadership.running;
+    let mut observed = Observed::new(Instant::now());
     let mut last_renew = Instant::now();
     let mut stop = app.shutdown.clone();
     loop {
-        match try_lead(&app, &me).await {
+        // A leader's round may not outlast its renew deadline (a hanging etcd request
+        // would otherwise keep the controllers running after another server took over).
+        let budget = if running.is_some() { renew_budget(last_renew, Instant::now()) } else { Some(RENEW_DEADLINE) };
+        let round = match budget {
+            Some(budget) => tokio::select! {
+                _ = stop.changed() => break,
+                round = tokio::time::timeout(budget, try_lead(&app, &me, &mut observed)) => {
+                    round.unwrap_or_else(|_| Err(format!("no answer within {budget:?}")))
+                }
+            },
+            None => Err("renew deadline passed".to_string()),
+        };
+        match round {
             Ok(true) => {
                 last_renew = Instant::now();
                 if running.is_none() {
@@ -166,15 +216,28 @@ async fn elect(app: Arc<AppState>, me: String) {
             }
             Err(e) => {
                 tracing::warn!(identity = %me, error = %e, "controller lease renewal failed");
-                if running.is_some() && last_renew.elapsed() > RENEW_DEADLINE {
+                if running.is_some() && renew_budget(last_renew, Instant::now()).is_none() {
                     tracing::warn!(identity = %me, "could not renew the controller lease in time; stopping controllers");
                     *running = None;
                 }
             }
         }
+        let pause = match running {
+            Some(_) => renew_budget(last_renew, Instant::now()).map_or(Duration::ZERO, |left| left.min(RETRY_PERIOD)),
+            None => RETRY_PERIOD,
+        };
         tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(RETRY_PERIOD) => {}
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+    // Shutdown: stop the controllers, then give the Lease up (bounded: `release`
+    // gives up after 2 s) before returning. The release runs as its own task so that
+    // it still completes if this loop is aborted while waiting for it.
+    if running.take().is_some() {
+        let releasing = tokio::spawn(async move { release(&app, &me).await });
+        if let Err(e) = releasing.await {
+            tracing::warn!(error = %e, "releasing the controller lease failed");
         }
     }
 }
@@ -184,10 +247,11 @@ fn lease_key() -> Option<String> {
 }
 
 /// One round: reads the Lease and creates/renews/takes it over; true when we hold it.
-async fn try_lead(app: &AppState, me: &str) -> Result<bool, String> {
+async fn try_lead(app: &AppState, me: &str, observed: &mut Observed) -> Result<bool, String> {
     let key = lease_key().ok_or("no leases resource")?;
     let current = app.db.get(&key).await.map_err(|e| e.to_string())?;
-    let decision = decide(current.as_ref(), me, Utc::now());
+    observed.see(current.as_ref(), Instant::now());
+    let decision = decide(current.as_ref(), me, observed, Instant::now());
     let Some(next) = next_lease(current.as_ref(), &decision, me, Utc::now()) else { return Ok(false) };
     if decision == Decision::Create {
         let res = resources::find("coordination.k8s.io", "leases").ok_or("no leases resource")?;
@@ -232,9 +296,17 @@ mod tests {
         json!({"spec": {"holderIdentity": holder, "renewTime": renew, "leaseDurationSeconds": 15, "leaseTransitions": 2}})
     }
 
+    /// What `me` decides at `t0 + secs`, the Lease having been seen as it is at `t0`.
+    fn decide_after(l: &Value, me: &str, t0: Instant, secs: u64) -> Decision {
+        let mut seen = Observed::new(t0);
+        seen.see(Some(l), t0);
+        decide(Some(l), me, &seen, t0 + Duration::from_secs(secs))
+    }
+
     #[test]
     fn absent_lease_is_created() {
-        assert_eq!(decide(None, "a", Utc::now()), Decision::Create);
+        let now = Instant::now();
+        assert_eq!(decide(None, "a", &Observed::new(now), now), Decision::Create);
         let l = next_lease(None, &Decision::Create, "a", at("2026-01-01T00:00:00Z")).unwrap();
         assert_eq!(l["spec"]["holderIdentity"], "a");
         assert_eq!(l["spec"]["renewTime"], "2026-01-01T00:00:00.000000Z");
@@ -243,16 +315,53 @@ mod tests {
 
     #[test]
     fn holder_renews_others_follow_until_expiry() {
+        let t0 = Instant::now();
         let l = lease("a", "2026-01-01T00:00:00.000000Z");
-        assert_eq!(decide(Some(&l), "a", at("2026-01-01T00:00:05Z")), Decision::Renew);
-        assert_eq!(decide(Some(&l), "b", at("2026-01-01T00:00:14Z")), Decision::Follow { holder: "a".into() });
-        assert_eq!(decide(Some(&l), "b", at("2026-01-01T00:00:16Z")), Decision::TakeOver);
+        assert_eq!(decide_after(&l, "a", t0, 5), Decision::Renew);
+        assert_eq!(decide_after(&l, "b", t0, 14), Decision::Follow { holder: "a".into() });
+        assert_eq!(decide_after(&l, "b", t0, 16), Decision::TakeOver);
     }
 
     #[test]
-    fn released_or_garbled_lease_is_taken_over() {
-        assert_eq!(decide(Some(&lease("", "2026-01-01T00:00:00Z")), "b", at("2026-01-01T00:00:01Z")), Decision::TakeOver);
-        assert_eq!(decide(Some(&lease("a", "not a time")), "b", at("2026-01-01T00:00:01Z")), Decision::TakeOver);
+    fn expiry_follows_the_local_clock_not_the_holders_renew_time() {
+        let t0 = Instant::now();
+        // The holder's clock runs an hour behind (or ahead of) ours: still live while
+        // it keeps renewing, whatever its renewTime says.
+        let mut seen = Observed::new(t0);
+        let mut l = lease("a", "2020-01-01T00:00:00.000000Z");
+        l["metadata"] = json!({"resourceVersion": "1"});
+        seen.see(Some(&l), t0);
+        for (i, secs) in [10u64, 20, 30].into_iter().enumerate() {
+            l["spec"]["renewTime"] = json!(format!("2020-01-01T00:00:{secs}.000000Z"));
+            l["metadata"]["resourceVersion"] = json!((i + 2).to_string());
+            seen.see(Some(&l), t0 + Duration::from_secs(secs));
+            assert_eq!(decide(Some(&l), "b", &seen, t0 + Duration::from_secs(secs + 14)), Decision::Follow { holder: "a".into() });
+        }
+        // A renewTime in the future does not keep a Lease alive that stopped changing.
+        l["spec"]["renewTime"] = json!("2099-01-01T00:00:00.000000Z");
+        l["metadata"]["resourceVersion"] = json!("9");
+        seen.see(Some(&l), t0 + Duration::from_secs(40));
+        // Reading the same record again does not restart the clock.
+        seen.see(Some(&l), t0 + Duration::from_secs(50));
+        assert_eq!(decide(Some(&l), "b", &seen, t0 + Duration::from_secs(54)), Decision::Follow { holder: "a".into() });
+        assert_eq!(decide(Some(&l), "b", &seen, t0 + Duration::from_secs(55)), Decision::TakeOver);
+    }
+
+    #[test]
+    fn released_or_garbled_lease_is_taken_over_or_waited_out() {
+        assert_eq!(decide_after(&lease("", "2026-01-01T00:00:00Z"), "b", Instant::now(), 1), Decision::TakeOver);
+        let garbled = lease("a", "not a time");
+        assert_eq!(decide_after(&garbled, "b", Instant::now(), 1), Decision::Follow { holder: "a".into() });
+        assert_eq!(decide_after(&garbled, "b", Instant::now(), 15), Decision::TakeOver);
+    }
+
+    #[test]
+    fn renew_rounds_are_bounded_by_the_renew_deadline() {
+        let t0 = Instant::now();
+        assert_eq!(renew_budget(t0, t0), Some(RENEW_DEADLINE));
+        assert_eq!(renew_budget(t0, t0 + Duration::from_secs(7)), Some(RENEW_DEADLINE - Duration::from_secs(7)));
+        assert_eq!(renew_budget(t0, t0 + RENEW_DEADLINE), None);
+        assert_eq!(renew_budget(t0, t0 + Duration::from_secs(60)), None);
     }
 
     #[test]

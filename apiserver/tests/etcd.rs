@@ -1,8 +1,9 @@
 //! The etcd backend against a real etcd (Debian's etcd-server, started on loopback by
 //! the tests): compare-and-swap semantics, lists at old revisions, watch resume, 410
 //! after compaction, two API servers sharing one etcd (watch visibility, distinct
-//! ClusterIPs, one controller leader with take-over), kill -9 durability and a clear
-//! error when etcd is unreachable.
+//! ClusterIPs, one controller leader with take-over), kill -9 durability, a clear
+//! error when etcd is unreachable, and the watch cache re-listing after etcd
+//! compacted events it never saw.
 
 mod common;
 #[path = "common/etcd.rs"]
@@ -352,4 +353,150 @@ fn unreachable_etcd_is_a_one_line_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr.lines().find(|l| l.starts_with("minion-apiserver: error:")).unwrap_or_else(|| panic!("no error line in {stderr}"));
     assert!(line.contains("etcd") && line.contains(&endpoint), "{line}");
+}
+
+/// Waits (bounded) until `check` holds on the store's watch-fed cache.
+async fn cache_eventually(s: &Arc<EtcdStore>, what: &str, check: impl Fn(&[Arc<Value>]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = s.clone();
+        let (items, _) = blocking(move || st.list_shared("/registry/configmaps/").unwrap()).await;
+        if check(&items) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "cache never showed {what}: {items:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn names_and_v(items: &[Arc<Value>]) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = items
+        .iter()
+        .map(|o| (o["metadata"]["name"].as_str().unwrap_or("").to_string(), o["v"].as_i64().unwrap_or(-1)))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_cache_relists_after_missing_compacted_events() {
+    if !have_etcd() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let s = connect(&etcd, "/relist").await;
+    let writer = connect(&etcd, "/relist").await;
+    let st = s.clone();
+    let (old_rv, mut live) = blocking(move || {
+        st.create("/registry/configmaps/d/a", obj("a", 1)).unwrap();
+        let b = st.create("/registry/configmaps/d/b", obj("b", 1)).unwrap();
+        let rv = object_revision(&b);
+        (rv, st.watch("/registry/configmaps/", Some(rv)).unwrap())
+    })
+    .await;
+    cache_eventually(&s, "a and b", |items| items.len() == 2).await;
+
+    // While this server's watch is down, other writes happen and etcd compacts them.
+    let pause = s.pause_watch();
+    let w = writer.clone();
+    let last = blocking(move || {
+        let a = w.get("/registry/configmaps/d/a").unwrap().unwrap();
+        w.update("/registry/configmaps/d/a", obj("a", 2), Some(object_revision(&a))).unwrap();
+        w.delete("/registry/configmaps/d/b", None).unwrap();
+        object_revision(&w.create("/registry/configmaps/d/c", obj("c", 1)).unwrap())
+    })
+    .await;
+    let mut client = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await.expect("etcd client");
+    client.compact(last as i64, Some(etcd_client::CompactionOptions::new().with_physical())).await.expect("compact");
+    drop(pause);
+
+    // The cache is rebuilt from a fresh list: the missed writes show.
+    cache_eventually(&s, "a=2 and c=1 without b", |items| {
+        names_and_v(items) == vec![("a".to_string(), 2), ("c".to_string(), 1)]
+    })
+    .await;
+    // The live subscription ends (its client must re-list), after at most old events.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match live.rx.recv().await {
+                Ok(ev) => assert!(ev.rev <= old_rv, "unexpected event {ev:?}"),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the live watch did not end after the re-list");
+    // A resourceVersion from before the compaction is 410 Expired.
+    let st = s.clone();
+    let err = blocking(move || st.watch("/registry/configmaps/", Some(old_rv)).unwrap_err()).await;
+    assert!(matches!(err, StoreError::Expired { .. }), "{err}");
+
+    // Watching resumes from the list revision: new writes, including every key of a
+    // multi-key transaction, reach the cache and new watches.
+    let st = s.clone();
+    let mut sub = blocking(move || st.watch("/registry/configmaps/", Some(last)).unwrap()).await;
+    let keys = minion_apiserver::store::KeyMap::new("/relist");
+    let txn = etcd_client::Txn::new().and_then([
+        etcd_client::TxnOp::put(keys.to_etcd("/registry/configmaps/d/x"), obj("x", 1).to_string(), None),
+        etcd_client::TxnOp::put(keys.to_etcd("/registry/configmaps/d/y"), obj("y", 1).to_string(), None),
+    ]);
+    client.txn(txn).await.expect("txn");
+    let (e1, e2) = (recv(&mut sub).await, recv(&mut sub).await);
+    assert_eq!(e1.rev, e2.rev);
+    assert_eq!((e1.key.as_str(), e2.key.as_str()), ("/registry/configmaps/d/x", "/registry/configmaps/d/y"));
+    cache_eventually(&s, "a, c, x and y", |items| items.len() == 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_finalizer_waits_for_objects_the_cache_has_not_seen() {
+    if !have_etcd() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let s = connect(&etcd, "/nsfinal").await;
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = Arc::new(minion_apiserver::server::AppState {
+        db: minion_apiserver::db::Db::new(s.clone()),
+        ips: Mutex::new(minion_apiserver::ipalloc::ClusterIpAllocator::service_cidr()),
+        shutdown: stop_rx,
+        metrics: Default::default(),
+        kubelet_token: None,
+    });
+    let ns_key = "/registry/namespaces/going";
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "going", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Terminating"}});
+    let st = s.clone();
+    blocking(move || st.create(ns_key, ns).unwrap()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.list_shared("/registry/namespaces/").unwrap().0.is_empty() {
+        assert!(Instant::now() < deadline, "the cache never saw the namespace");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An object lands in the namespace while this server's cache lags behind etcd.
+    let pause = s.pause_watch();
+    let st = s.clone();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late", "namespace": "going"}});
+    blocking(move || st.create("/registry/configmaps/going/late", cm).unwrap()).await;
+    minion_apiserver::controllers::namespaces::reconcile(&app).await.expect("reconcile");
+    let st = s.clone();
+    let kept = blocking(move || st.get(ns_key).unwrap()).await.expect("the namespace is still there");
+    assert_eq!(kept["spec"]["finalizers"], json!(["kubernetes"]), "finalized with an object left: {kept}");
+    drop(pause);
+
+    // Once the cache catches up, the object goes and then the namespace does.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        minion_apiserver::controllers::namespaces::reconcile(&app).await.expect("reconcile");
+        let st = s.clone();
+        let (ns, cm) = blocking(move || (st.get(ns_key).unwrap(), st.get("/registry/configmaps/going/late").unwrap())).await;
+        if ns.is_none() {
+            assert!(cm.is_none(), "namespace removed before its content");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the namespace was never finalized: {ns:?} {cm:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -34,10 +34,8 @@ pub async fn reconcile(app: &Arc<AppState>) -> Result<(), ApiError> {
 
 async fn drain(app: &AppState, ns: &Value) -> Result<(), ApiError> {
     let ns_name = name(ns);
-    let mut remaining = 0usize;
     for res in RESOURCES.iter().filter(|r| r.namespaced) {
         for item in list_all(app, res.group, res.plural, Some(ns_name)).await? {
-            remaining += 1;
             if item.pointer("/metadata/deletionTimestamp").is_some() {
                 continue;
             }
@@ -48,16 +46,20 @@ async fn drain(app: &AppState, ns: &Value) -> Result<(), ApiError> {
             }
         }
     }
-    if remaining > 0 && !list_is_empty(app, ns_name).await? {
+    if !is_empty(app, ns_name).await? {
         return Ok(());
     }
     finalize(app, ns).await
 }
 
-/// Whether the namespace holds no object any more (after this pass's deletes).
-async fn list_is_empty(app: &AppState, ns: &str) -> Result<bool, ApiError> {
+/// Whether the namespace holds no object any more, read from the store itself (a
+/// quorum read on etcd), not from the watch-fed cache the pass above used: that cache
+/// may lag behind a create that just landed, and the finalizer must not go while an
+/// object is left.
+async fn is_empty(app: &AppState, ns: &str) -> Result<bool, ApiError> {
     for res in RESOURCES.iter().filter(|r| r.namespaced) {
-        if !list_all(app, res.group, res.plural, Some(ns)).await?.is_empty() {
+        let (items, _) = app.db.list(&res.prefix(Some(ns))).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        if !items.is_empty() {
             return Ok(false);
         }
     }

@@ -48,6 +48,8 @@ pub struct EtcdStore {
     keys: KeyMap,
     shared: Arc<Shared>,
     endpoints: String,
+    /// True holds the shared etcd watch stopped (see [`EtcdStore::pause_watch`]).
+    pause: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -74,6 +76,8 @@ struct State {
     history: History,
     /// Every event up to this revision has been pushed into `history`.
     rev: Revision,
+    /// The shared watch is stopped by [`EtcdStore::pause_watch`].
+    held: bool,
 }
 
 impl Shared {
@@ -125,13 +129,29 @@ impl EtcdStore {
         }
         let (progress, progress_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { cache, history: History::new(HISTORY_LIMIT, rev), rev }),
+            state: Mutex::new(State { cache, history: History::new(HISTORY_LIMIT, rev), rev, held: false }),
             advanced: Condvar::new(),
             progress,
         });
-        handle.spawn(watcher::run(client.clone(), keys.clone(), shared.clone(), progress_rx));
+        let (pause, pause_rx) = tokio::sync::watch::channel(false);
+        handle.spawn(watcher::run(client.clone(), keys.clone(), shared.clone(), progress_rx, pause_rx));
         tracing::info!(endpoints = %joined, prefix = %keys.all(), revision = rev, "connected to etcd");
-        Ok(EtcdStore { runtime: Some(runtime), handle, client, keys, shared, endpoints: joined })
+        Ok(EtcdStore { runtime: Some(runtime), handle, client, keys, shared, endpoints: joined, pause })
+    }
+
+    /// Test hook: drops the shared etcd watch (as a lost connection would) and keeps
+    /// it stopped until the returned guard is dropped; returns once the watch is down
+    /// (bounded: a few seconds). Lets tests make etcd compact events this server never
+    /// saw.
+    #[doc(hidden)]
+    pub fn pause_watch(&self) -> WatchPause<'_> {
+        let _ = self.pause.send(true);
+        let deadline = std::time::Instant::now() + FRESH_WAIT;
+        let mut state = self.shared.lock();
+        while !state.held && std::time::Instant::now() < deadline {
+            state = self.shared.advanced.wait_timeout(state, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        WatchPause { store: self }
     }
 
     /// The key mapping in use.
@@ -221,6 +241,19 @@ impl EtcdStore {
             Err(watcher::ReplayError::Compacted(oldest)) => Err(StoreError::Expired { requested: from, oldest }),
             Err(watcher::ReplayError::Etcd(e)) => Err(StoreError::Etcd(e)),
         }
+    }
+}
+
+/// Keeps the shared etcd watch stopped while alive (see [`EtcdStore::pause_watch`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct WatchPause<'a> {
+    store: &'a EtcdStore,
+}
+
+impl Drop for WatchPause<'_> {
+    fn drop(&mut self) {
+        let _ = self.store.pause.send(false);
     }
 }
 
