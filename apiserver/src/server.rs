@@ -110,7 +110,17 @@ pub async fn run_with_listener(
     };
     let served = match security.tls {
         Some(acceptor) => crate::tls::serve(listener, acceptor, app, shutdown).await,
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        None => {
+            use axum::serve::ListenerExt;
+            // TCP_NODELAY as Go (kube-apiserver) sets it: without it Nagle holds a watch
+            // event written right after another until the client's delayed ACK (~40 ms).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        }
     };
     if state.db.shared() {
         // The elector saw the shutdown: give it a moment to hand the Lease over, so

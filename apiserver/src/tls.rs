@@ -256,6 +256,10 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // TCP_NODELAY as Go (kube-apiserver) sets it: see `server::run_with_listener`.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -22,7 +22,8 @@ pub const TRIGGER_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigge
 /// One pass over all Services.
 pub async fn reconcile(app: &AppState) -> Result<(), ApiError> {
     let services = list_all(app, "", "services", None).await?;
-    let pods = list_all(app, "", "pods", None).await?;
+    let selecting: Vec<String> = services.iter().filter(|s| selector_of(s).is_some()).map(|s| namespace(s).to_string()).collect();
+    let pods = super::pods_by_namespace(app, selecting).await?;
     let endpoints = list_all(app, "", "endpoints", None).await?;
     let existing: HashMap<(String, String), &Value> =
         endpoints.iter().map(|e| ((namespace(e).to_string(), name(e).to_string()), &**e)).collect();
@@ -33,7 +34,8 @@ pub async fn reconcile(app: &AppState) -> Result<(), ApiError> {
     for svc in &services {
         let Some(selector) = selector_of(svc) else { continue };
         let ns = namespace(svc);
-        let ns_pods: Vec<&Value> = pods.iter().filter(|p| namespace(p) == ns && selector.matches_labels(labels(p).as_ref())).map(|p| &**p).collect();
+        let ns_pods: Vec<&Value> =
+            pods.get(ns).into_iter().flatten().filter(|p| selector.matches_labels(labels(p).as_ref())).map(|p| &**p).collect();
         let subsets = subsets_for(svc, &ns_pods);
         let id = (ns.to_string(), name(svc).to_string());
         let current = existing.get(&id).copied();

@@ -104,3 +104,20 @@ pub async fn list_all(app: &AppState, group: &str, plural: &str, ns: Option<&str
     let (items, _) = app.db.list_shared(&res.prefix(ns)).await.map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(items)
 }
+
+/// The pods of each namespace in `namespaces`, one list per namespace: a controller
+/// that cares only about the namespaces holding its own objects (Services,
+/// ReplicaSets) never walks the pods of the others on every event.
+pub async fn pods_by_namespace(
+    app: &AppState,
+    namespaces: Vec<String>,
+) -> Result<std::collections::HashMap<String, Vec<Arc<Value>>>, ApiError> {
+    let mut out = std::collections::HashMap::new();
+    for ns in namespaces {
+        if !out.contains_key(&ns) {
+            let pods = list_all(app, "", "pods", Some(&ns)).await?;
+            out.insert(ns, pods);
+        }
+    }
+    Ok(out)
+}

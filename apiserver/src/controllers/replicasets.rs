@@ -14,11 +14,15 @@ use crate::server::AppState;
 
 /// One pass over all ReplicaSets.
 pub async fn reconcile(app: &AppState) -> Result<(), ApiError> {
-    let pods = list_all(app, "", "pods", None).await?;
-    for rs in list_all(app, "apps", "replicasets", None).await?.iter().filter(|r| !deleting(r)) {
+    let sets = list_all(app, "apps", "replicasets", None).await?;
+    let live: Vec<&Value> = sets.iter().filter(|r| !deleting(r)).map(|r| &**r).collect();
+    let pods = super::pods_by_namespace(app, live.iter().map(|r| namespace(r).to_string()).collect()).await?;
+    for rs in live {
         let mut owned: Vec<&Value> = pods
-            .iter()
-            .filter(|p| namespace(p) == namespace(rs) && controller_uid(p, "ReplicaSet") == Some(uid(rs)))
+            .get(namespace(rs))
+            .into_iter()
+            .flatten()
+            .filter(|p| controller_uid(p, "ReplicaSet") == Some(uid(rs)))
             .filter(|p| !deleting(p) && !matches!(str_at(p, "/status/phase"), "Succeeded" | "Failed"))
             .map(|p| &**p)
             .collect();
