@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{eventually, have_kubectl, kubectl, kubectl_ok, Server};
+use common::{eventually, have_kubectl, kubectl, kubectl_background, kubectl_ok, Server};
 
 const MANIFEST: &str = r#"
 apiVersion: v1
@@ -140,20 +140,7 @@ async fn kubectl_watch_prints_table_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data")).await;
     let cache = tmp.path().join("cache");
-    let watcher = {
-        let (url, cache) = (server.url(), cache.clone());
-        tokio::spawn(async move {
-            let out = tokio::process::Command::new("/usr/bin/kubectl")
-                .args(["--server", &url, "--cache-dir"])
-                .arg(&cache)
-                .args(["get", "pods", "-w", "--request-timeout=4s"])
-                .kill_on_drop(true)
-                .output()
-                .await
-                .expect("kubectl get -w");
-            String::from_utf8_lossy(&out.stdout).to_string()
-        })
-    };
+    let watcher = kubectl_background(&server, &cache, &["get", "pods", "-w", "--request-timeout=4s"]);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     kubectl_ok(&server, &cache, &["run", "w1", "--image=busybox", "--restart=Never"]).await;
     let out = watcher.await.unwrap();

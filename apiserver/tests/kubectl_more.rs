@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{eventually, have_kubectl, kubectl, kubectl_ok, Server};
+use common::{eventually, have_kubectl, kubectl, kubectl_background, kubectl_ok, Server};
 
 const JSON: &str = "application/json";
 
@@ -69,20 +69,7 @@ async fn kubectl_watch_prints_a_row_per_change() {
     let server = Server::start(&tmp.path().join("data")).await;
     let cache = tmp.path().join("cache");
     kubectl_ok(&server, &cache, &["create", "configmap", "cfg", "--from-literal=a=1"]).await;
-    let watcher = {
-        let (url, cache) = (server.url(), cache.clone());
-        tokio::spawn(async move {
-            let out = tokio::process::Command::new("/usr/bin/kubectl")
-                .args(["--server", &url, "--cache-dir"])
-                .arg(&cache)
-                .args(["get", "configmaps", "-w", "--request-timeout=5s"])
-                .kill_on_drop(true)
-                .output()
-                .await
-                .expect("kubectl get -w");
-            String::from_utf8_lossy(&out.stdout).to_string()
-        })
-    };
+    let watcher = kubectl_background(&server, &cache, &["get", "configmaps", "-w", "--request-timeout=5s"]);
     tokio::time::sleep(Duration::from_millis(2000)).await;
     kubectl_ok(&server, &cache, &["patch", "configmap", "cfg", "-p", r#"{"data":{"b":"2"}}"#]).await;
     let out = tokio::time::timeout(Duration::from_secs(30), watcher).await.expect("watch ended").unwrap();

@@ -132,6 +132,19 @@ pub struct Out {
 }
 
 /// Runs `kubectl --server URL --cache-dir DIR ARGS...` (60s limit).
+/// Starts `kubectl ARGS` (a `get -w` with a `--request-timeout`) in the background;
+/// the task yields its stdout once kubectl exits.
+#[allow(dead_code)]
+pub fn kubectl_background(server: &Server, cache: &Path, args: &[&str]) -> tokio::task::JoinHandle<String> {
+    let mut cmd = tokio::process::Command::new("/usr/bin/kubectl");
+    cmd.arg("--server").arg(server.url()).arg("--cache-dir").arg(cache).args(args);
+    cmd.env("KUBECONFIG", cache.join("no-kubeconfig")).kill_on_drop(true);
+    tokio::spawn(async move {
+        let out = cmd.output().await.expect("run kubectl in the background");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    })
+}
+
 pub async fn kubectl(server: &Server, cache: &Path, args: &[&str]) -> Out {
     let mut cmd = tokio::process::Command::new("/usr/bin/kubectl");
     cmd.arg("--server").arg(server.url()).arg("--cache-dir").arg(cache).args(args);
