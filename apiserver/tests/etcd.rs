@@ -500,3 +500,41 @@ async fn namespace_finalizer_waits_for_objects_the_cache_has_not_seen() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A ClusterIP record no Service holds (a server died between claiming and creating)
+/// is released once older than the grace period; held and fresh ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusterip_repair_releases_only_old_orphaned_claims() {
+    if !have_etcd() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let s = connect(&etcd, "/repair").await;
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = Arc::new(minion_apiserver::server::AppState {
+        db: minion_apiserver::db::Db::new(s.clone()),
+        ips: Mutex::new(minion_apiserver::ipalloc::ClusterIpAllocator::service_cidr()),
+        shutdown: stop_rx,
+        metrics: Default::default(),
+        kubelet_token: None,
+    });
+    let old = (chrono::Utc::now() - chrono::Duration::seconds(300)).to_rfc3339();
+    let fresh = chrono::Utc::now().to_rfc3339();
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.50", "clusterIPs": ["10.96.0.50"]}});
+    let claim = |ip: &str, at: &str| json!({"metadata": {"name": ip}, "service": "default/x", "claimedAt": at});
+    let st = s.clone();
+    let (held, orphan, in_flight) = (claim("10.96.0.50", &old), claim("10.96.0.51", &old), claim("10.96.0.52", &fresh));
+    blocking(move || {
+        st.create("/registry/services/default/web", svc).unwrap();
+        st.create("/registry/ranges/serviceips/10.96.0.50", held).unwrap();
+        st.create("/registry/ranges/serviceips/10.96.0.51", orphan).unwrap();
+        st.create("/registry/ranges/serviceips/10.96.0.52", in_flight).unwrap();
+    })
+    .await;
+    minion_apiserver::controllers::ipallocrepair::reconcile(&app).await.expect("repair");
+    let st = s.clone();
+    let left = blocking(move || st.list("/registry/ranges/serviceips/").unwrap().0).await;
+    let names: Vec<&str> = left.iter().filter_map(|c| c["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, ["10.96.0.50", "10.96.0.52"], "{left:?}");
+}

@@ -6,6 +6,7 @@
 pub mod endpoints;
 pub mod endpointslices;
 pub mod gc;
+pub mod ipallocrepair;
 pub mod namespaces;
 pub mod nodes;
 pub mod owners;
@@ -52,8 +53,11 @@ pub fn spawn_all(app: Arc<AppState>) -> Vec<JoinHandle<()>> {
         spawn(app.clone(), "namespace", &["/registry/namespaces/", "/registry/pods/"], Duration::from_secs(5), |a| {
             Box::pin(async move { namespaces::reconcile(&a).await })
         }),
-        spawn(app, "garbage-collector", &[], Duration::from_secs(60), |a| {
+        spawn(app.clone(), "garbage-collector", &[], Duration::from_secs(60), |a| {
             Box::pin(async move { gc::reconcile(&a).await })
+        }),
+        spawn(app, "clusterip-repair", &[], Duration::from_secs(60), |a| {
+            Box::pin(async move { ipallocrepair::reconcile(&a).await })
         }),
     ]
 }

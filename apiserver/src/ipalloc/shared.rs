@@ -44,7 +44,7 @@ pub async fn claim(app: &AppState, svc: &mut Value, allocated: Option<String>, e
     let name = objects::name(svc).to_string();
     let owner = format!("{}/{name}", objects::namespace(svc));
     for _ in 0..MAX_TRIES {
-        let record = json!({"metadata": {"name": ip}, "service": owner});
+        let record = json!({"metadata": {"name": ip}, "service": owner, "claimedAt": chrono::Utc::now().to_rfc3339()});
         match app.db.create(&claim_key(&ip), record).await {
             Ok(_) => return Ok(Some(ip)),
             Err(StoreError::AlreadyExists { .. }) if !explicit => {
