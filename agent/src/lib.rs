@@ -91,6 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             config: config.clone(),
             pods: Arc::new(server::ApiPods(client.clone())),
             runtime: deps.runtime.clone(),
+            follows: Arc::new(tokio::sync::Semaphore::new(server::MAX_FOLLOWS)),
         },
         async move {
             let _ = server_stopped.await;

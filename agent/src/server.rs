@@ -61,7 +61,12 @@ pub struct KubeletServer {
     pub pods: Arc<dyn PodSource>,
     /// To tell whether a followed container still runs.
     pub runtime: Arc<dyn RuntimeService>,
+    /// One permit per followed stream (each holds a blocking thread while it lives).
+    pub follows: Arc<tokio::sync::Semaphore>,
 }
+
+/// Streams followed at once on one node (`kubectl logs -f`); more get 429.
+pub const MAX_FOLLOWS: usize = 64;
 
 impl std::fmt::Debug for KubeletServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,9 +159,15 @@ async fn container_logs(
     if !opts.follow || opts.previous || follower.exhausted() {
         return (headers, first).into_response();
     }
+    let Ok(permit) = s.follows.clone().try_acquire_owned() else {
+        return text(StatusCode::TOO_MANY_REQUESTS, format!("more than {MAX_FOLLOWS} log streams are followed on this node; try again later"));
+    };
     let running = running_check(&s, dir, run, crate::podworker::container_id(&uid, &container));
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    tokio::task::spawn_blocking(move || follow_loop(follower, tx, running));
+    tokio::task::spawn_blocking(move || {
+        follow_loop(follower, tx, running);
+        drop(permit);
+    });
     let head = futures::stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(first))]);
     let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) });
     (headers, Body::from_stream(futures::StreamExt::chain(head, rest))).into_response()

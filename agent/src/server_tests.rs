@@ -96,6 +96,10 @@ async fn start() -> Harness {
 }
 
 async fn start_with_token(token: Option<&str>) -> Harness {
+    start_with(token, MAX_FOLLOWS).await
+}
+
+async fn start_with(token: Option<&str>, follows: usize) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new("node1", dir.path().to_path_buf());
     config.kubelet_client_token = token.map(str::to_string);
@@ -110,7 +114,8 @@ async fn start_with_token(token: Option<&str>) -> Harness {
     std::fs::write(&live, format!("{TS} stdout F a\n{TS} stderr F b\n")).unwrap();
     std::fs::write(logs("d").join("0.log"), format!("{TS} stdout F only\n")).unwrap();
     let runtime = Arc::new(FakeRuntime::default());
-    let server = KubeletServer { config: Arc::new(config), pods: Arc::new(FakePods(pod())), runtime: runtime.clone() };
+    let follows = Arc::new(tokio::sync::Semaphore::new(follows));
+    let server = KubeletServer { config: Arc::new(config), pods: Arc::new(FakePods(pod())), runtime: runtime.clone(), follows };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(serve(listener, server, std::future::pending()));
@@ -212,5 +217,13 @@ fn bearer_tokens_must_match_exactly() {
     assert!(!authorized(Some("abc"), Some(&h("Bearer abcd"))));
     assert!(!authorized(Some("abc"), Some(&h("Bearer ab"))));
     assert!(!authorized(Some("abc"), Some(&h("bearer abc"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_past_the_cap_get_429_but_plain_reads_still_work() {
+    let h = start_with(None, 0).await;
+    let (code, body) = get(h.port, "/containerLogs/default/p/c?follow=true").await;
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(get(h.port, "/containerLogs/default/p/c").await, (200, "a\nb\n".into()));
 }
 
