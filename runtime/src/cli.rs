@@ -138,7 +138,14 @@ pub fn start(g: &Globals, id: &str) -> Result<(), Error> {
     let mut reply = String::new();
     let _ = conn.read_to_string(&mut reply);
     match reply.trim() {
-        "ok" => Ok(()),
+        "ok" => {
+            // poststart runs here, in `start`'s own process, as runc does: a slow hook
+            // delays `start`, never the monitor that drains the container's output.
+            if let Ok(st) = load_state(g, id) {
+                run_bundle_hooks(&st, crate::hooks::Kind::Poststart);
+            }
+            Ok(())
+        }
         "" => Err(cerr(id, "the monitor closed the start socket without an answer")),
         r => Err(cerr(id, format!("start failed: {}", r.strip_prefix("error: ").unwrap_or(r)))),
     }
@@ -232,17 +239,18 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<(), Error> {
     let levels = Cgroup::new(Path::new("/"), cgroups::Mode::V1, &st.cgroups_path).map(|c| c.levels()).unwrap_or(1);
     Cgroup::remove_paths(&st.cgroup_paths, levels)?;
     store.remove(id)?;
-    run_poststop(&st);
+    run_bundle_hooks(&st, crate::hooks::Kind::Poststop);
     Ok(())
 }
 
-/// The bundle's poststop hooks, once the container is gone (failures logged).
-fn run_poststop(st: &ContainerState) {
+/// The bundle's hooks of `kind` whose failures are only logged (poststart once the
+/// process runs, poststop once the container is gone), with `st` on their stdin.
+fn run_bundle_hooks(st: &ContainerState, kind: crate::hooks::Kind) {
     let cfg = st.bundle.join("config.json");
     match std::fs::read_to_string(&cfg) {
-        Ok(text) if text.contains("\"poststop\"") => match serde_json::from_str::<oci_spec::runtime::Spec>(&text) {
-            Ok(spec) => crate::hooks::run_logged(&spec, crate::hooks::Kind::Poststop, &serde_json::to_vec(st).unwrap_or_default()),
-            Err(e) => tracing::warn!(path = %cfg.display(), error = %e, "cannot read the poststop hooks"),
+        Ok(text) if text.contains(&format!("\"{}\"", kind.name())) => match serde_json::from_str::<oci_spec::runtime::Spec>(&text) {
+            Ok(spec) => crate::hooks::run_logged(&spec, kind, &serde_json::to_vec(st).unwrap_or_default()),
+            Err(e) => tracing::warn!(path = %cfg.display(), error = %e, hooks = kind.name(), "cannot read the hooks"),
         },
         _ => {}
     }

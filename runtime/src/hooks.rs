@@ -10,8 +10,10 @@
 //!   pivot_root (the path is the host's); a failure fails `create`.
 //! - startContainer: by the init after `start`, before the process is
 //!   executed, inside the container's root; a failure fails `start`.
-//! - poststart: by the monitor once the process was executed, before `start`
-//!   returns; poststop: by `delete`, after the container is gone. Their
+//! - poststart: by the `start` command once the monitor reports the process
+//!   executed, before `start` returns (as runc runs it, so a slow hook never stalls
+//!   the monitor draining the container's output); poststop: by `delete`, after
+//!   the container is gone. Their
 //!   failures are logged, not fatal (runtime-spec).
 
 use std::io::{Read, Write};

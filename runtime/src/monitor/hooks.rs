@@ -1,7 +1,7 @@
 //! The monitor's part in the OCI hooks (see `crate::hooks`): prestart and
-//! createRuntime when the init reports that namespaces and mounts are made,
-//! poststart once the process runs, both in the runtime's namespaces; and the
-//! state the init's createContainer and startContainer hooks get.
+//! createRuntime when the init reports that namespaces and mounts are made, in the
+//! runtime's namespaces; and the state the init's createContainer and
+//! startContainer hooks get. poststart runs in the `start` command itself.
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -31,8 +31,7 @@ pub(crate) fn init_needs_state(spec: &Spec) -> bool {
 /// init is forked into the container's pid namespace, the monitor returns to
 /// its own, so that hooks run in the runtime's namespace.
 pub(super) fn own_pidns(spec: &Spec) -> Result<Option<OwnedFd>, String> {
-    let needed = runtime_hooks_before_pivot(spec) || !hooks::of(spec, Kind::Poststart).is_empty();
-    if !needed {
+    if !runtime_hooks_before_pivot(spec) {
         return Ok(None);
     }
     // Without it hooks would silently run in the container's pid namespace.
@@ -61,7 +60,3 @@ pub(super) fn run_create_runtime(spec: &Spec, st: &ContainerState) -> Result<(),
     hooks::run(spec, Kind::CreateRuntime, &json).map_err(|e| e.to_string())
 }
 
-/// poststart: failures are logged.
-pub(super) fn run_poststart(spec: &Spec, st: &ContainerState) {
-    hooks::run_logged(spec, Kind::Poststart, &state_json(st));
-}

@@ -325,9 +325,6 @@ impl Monitor {
                     self.state.started_at = Some(now_rfc3339());
                     self.state.status = Status::Running;
                     let _ = self.store.save(&self.state);
-                    if let Some(spec) = &self.hooks_spec {
-                        super::hooks::run_poststart(spec, &self.state);
-                    }
                     if let Some(mut c) = self.start_conn.take() {
                         let _ = c.write_all(b"ok\n");
                     }
