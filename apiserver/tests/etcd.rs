@@ -30,6 +30,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
+/// An in-process API server state over `s`, for driving one controller pass; the
+/// sender keeps its shutdown signal open.
+fn app_state(s: &Arc<EtcdStore>) -> (Arc<minion_apiserver::server::AppState>, tokio::sync::watch::Sender<bool>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = Arc::new(minion_apiserver::server::AppState {
+        db: minion_apiserver::db::Db::new(s.clone()),
+        ips: Mutex::new(minion_apiserver::ipalloc::ClusterIpAllocator::service_cidr()),
+        shutdown: stop_rx,
+        metrics: Default::default(),
+        kubelet_token: None,
+    });
+    (app, stop_tx)
+}
+
 fn obj(name: &str, v: i64) -> Value {
     json!({"metadata": {"name": name}, "v": v})
 }
@@ -455,14 +469,7 @@ async fn namespace_finalizer_waits_for_objects_the_cache_has_not_seen() {
     }
     let etcd = Etcd::start().await;
     let s = connect(&etcd, "/nsfinal").await;
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = Arc::new(minion_apiserver::server::AppState {
-        db: minion_apiserver::db::Db::new(s.clone()),
-        ips: Mutex::new(minion_apiserver::ipalloc::ClusterIpAllocator::service_cidr()),
-        shutdown: stop_rx,
-        metrics: Default::default(),
-        kubelet_token: None,
-    });
+    let (app, _stop_tx) = app_state(&s);
     let ns_key = "/registry/namespaces/going";
     let ns = json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "going", "deletionTimestamp": "2026-01-01T00:00:00Z"},
@@ -510,14 +517,7 @@ async fn clusterip_repair_releases_only_old_orphaned_claims() {
     }
     let etcd = Etcd::start().await;
     let s = connect(&etcd, "/repair").await;
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = Arc::new(minion_apiserver::server::AppState {
-        db: minion_apiserver::db::Db::new(s.clone()),
-        ips: Mutex::new(minion_apiserver::ipalloc::ClusterIpAllocator::service_cidr()),
-        shutdown: stop_rx,
-        metrics: Default::default(),
-        kubelet_token: None,
-    });
+    let (app, _stop_tx) = app_state(&s);
     let old = (chrono::Utc::now() - chrono::Duration::seconds(300)).to_rfc3339();
     let fresh = chrono::Utc::now().to_rfc3339();
     let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
