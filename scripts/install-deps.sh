@@ -7,7 +7,7 @@ packages=(
   build-essential pkg-config ca-certificates curl git libseccomp-dev openssl protobuf-compiler
   iproute2 iptables conntrack util-linux procps kmod
   busybox-static dnsutils sqlite3 python3 python3-venv
-  runc crun containernetworking-plugins
+  runc crun containernetworking-plugins containerd
   nftables docker-registry skopeo umoci dnsperf unbound etcd-server
 )
 

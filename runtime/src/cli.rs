@@ -47,6 +47,8 @@ pub struct Globals {
     pub image_root: PathBuf,
     pub cgroup_root: PathBuf,
     pub log: Option<PathBuf>,
+    /// runc mode (see `crate::runc_mode`): no monitor, for containerd's shim.
+    pub runc_mode: bool,
 }
 
 impl Globals {
@@ -76,6 +78,11 @@ fn init_running(st: &ContainerState) -> bool {
 pub fn load_state(g: &Globals, id: &str) -> Result<ContainerState, Error> {
     let store = g.store();
     match store.load(id) {
+        Ok(st) if st.runc_mode => {
+            let fifo = store.dir(id).join(state::EXEC_FIFO).exists();
+            let alive = init_running(&st);
+            Ok(st.refreshed_runc(alive, fifo))
+        }
         Ok(st) => {
             let mut st = st;
             if st.finished_at.is_none() && st.pid > 0 && !init_running(&st) && alive(st.monitor_pid) {
@@ -113,6 +120,7 @@ pub fn create(g: &Globals, id: &str, bundle_dir: &Path, pid_file: Option<&Path>,
         cgroup_mode,
         log_file: g.log.clone(),
         console_fd: console.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        runc_mode: g.runc_mode,
     };
     let st = monitor::create(&g.store(), &opts)?;
     if let Some(p) = pid_file {
@@ -128,6 +136,11 @@ pub fn start(g: &Globals, id: &str) -> Result<(), Error> {
     let st = load_state(g, id)?;
     if st.status != Status::Created {
         return Err(cerr(id, format!("cannot start a container that is {}", st.status)));
+    }
+    if st.runc_mode {
+        crate::runc_mode::release(&g.store().dir(id)).map_err(|e| cerr(id, e))?;
+        run_bundle_hooks(&st, crate::hooks::Kind::Poststart);
+        return Ok(());
     }
     let dir = g.store().dir(id);
     let (_dirfd, path) = crate::sys::sock_path(&dir, crate::sys::START_SOCK)
@@ -159,7 +172,10 @@ pub fn kill(g: &Globals, id: &str, sig: &str, all: bool) -> Result<(), Error> {
     if !all {
         return signal_init(&st, sig);
     }
-    if st.status == Status::Stopped {
+    // runc mode: containerd's shim sends `kill --all` after the init exited
+    // when the container shares a pid namespace, to end what is left in its
+    // cgroup, so a stopped container is no error there (as with runc).
+    if st.status == Status::Stopped && !st.runc_mode {
         return Err(cerr(id, "is not running"));
     }
     for pid in cgroup_pids(&st)? {
@@ -173,7 +189,8 @@ pub fn kill(g: &Globals, id: &str, sig: &str, all: bool) -> Result<(), Error> {
 
 fn signal_init(st: &ContainerState, sig: Signal) -> Result<(), Error> {
     if st.status == Status::Stopped || !pid_matches(st.pid, st.init_start_time) {
-        return Err(cerr(&st.id, "is not running"));
+        // containerd's shim recognises runc's wording ("already finished").
+        return Err(cerr(&st.id, if st.runc_mode { "container not running" } else { "is not running" }));
     }
     send_signal(Pid::from_raw(st.pid), sig).map_err(|e| cerr(&st.id, format!("kill pid {} with {sig}: {e}", st.pid)))
 }
@@ -221,7 +238,14 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<(), Error> {
         Err(e) => return Err(e),
     };
     let st = match st.status {
-        Status::Stopped => st,
+        Status::Stopped => {
+            if st.runc_mode {
+                // Without a pid namespace of its own, the init's exit leaves the
+                // rest of the container running: nothing else kills it here.
+                crate::monitor::kill_leftovers(&st);
+            }
+            st
+        }
         Status::Running if !force => {
             return Err(cerr(id, "cannot delete a running container (use --force)"));
         }
@@ -267,8 +291,10 @@ fn wait_stopped(g: &Globals, id: &str, timeout: Duration) -> Result<ContainerSta
         if Instant::now() > deadline {
             return Err(cerr(id, format!("still {} after {timeout:?}", st.status)));
         }
-        // The monitor exits right after recording the exit.
-        crate::sys::wait_exit(st.monitor_pid, Some(Duration::from_millis(200)));
+        // The monitor exits right after recording the exit; in runc mode there
+        // is none, and the init's exit (a zombie counts) is the event.
+        let waited = if st.runc_mode { st.pid } else { st.monitor_pid };
+        crate::sys::wait_exit(waited, Some(Duration::from_millis(200)));
     }
 }
 
@@ -282,6 +308,10 @@ fn is_zombie(pid: i32) -> bool {
 /// `run ID --bundle DIR [--detach]`: create and start; without `detach` also
 /// wait, delete and return the exit code (with it, return 0 once started).
 pub fn run(g: &Globals, id: &str, bundle_dir: &Path, detach: bool, console_socket: Option<&Path>) -> Result<i32, Error> {
+    if g.runc_mode && !detach {
+        // Waiting needs a parent or a monitor to collect the exit code.
+        return Err(cerr(id, "run without --detach is not supported in runc mode (create, start, and reap the init yourself)"));
+    }
     create(g, id, bundle_dir, None, console_socket)?;
     if let Err(e) = start(g, id) {
         let _ = delete(g, id, true);

@@ -1,5 +1,7 @@
 //! minion-runtime: the node's runc-compatible OCI runtime and image store.
-//! Flags only; the work is in the library (`minion_runtime::cli`).
+//! Flags only; the work is in the library (`minion_runtime::cli`). Invoked under
+//! a name ending in `runc` (or with `--runc-mode`) it runs in runc mode for
+//! containerd's shim (`minion_runtime::runc_mode`).
 
 use std::path::PathBuf;
 
@@ -27,6 +29,11 @@ struct Cli {
     /// Format of errors on stderr and in --log: one text line or one JSON object.
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
+    /// runc mode, for containerd's runc shim: no monitor (the caller reaps the
+    /// init and owns its stdio), exec fifo for start, sealed-memfd re-exec. Also
+    /// selected by invoking the binary under a name ending in `runc`.
+    #[arg(long, global = true)]
+    runc_mode: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -89,7 +96,7 @@ enum Cmd {
         /// Allocate a terminal (needs --console-socket).
         #[arg(long, short)]
         tty: bool,
-        /// Unix socket that receives the pty master (SCM_RIGHTS) with --tty.
+        /// Unix socket that receives the pty master (SCM_RIGHTS) with a terminal.
         #[arg(long)]
         console_socket: Option<PathBuf>,
         /// Working directory inside the container (default: the container's).
@@ -101,8 +108,18 @@ enum Cmd {
         /// uid[:gid] to run as (default: the container's user).
         #[arg(long, short)]
         user: Option<String>,
+        /// An OCI process JSON file to run (args, env, cwd, user, terminal...),
+        /// instead of the command and the options above.
+        #[arg(long, short, conflicts_with_all = ["args", "tty", "cwd", "env", "user"])]
+        process: Option<PathBuf>,
+        /// Return once the process runs instead of waiting for its exit.
+        #[arg(long, short)]
+        detach: bool,
+        /// Write the process's host pid to this file.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
         /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        #[arg(required_unless_present = "process", trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Print the states of all containers as a JSON array.
@@ -183,8 +200,14 @@ fn init_tracing(log: Option<&PathBuf>) {
     }
 }
 
-fn dispatch(c: Cli) -> Result<i32> {
-    let g = Globals { root: c.root, image_root: c.image_root, cgroup_root: c.cgroup_root, log: c.log };
+fn dispatch(c: Cli, runc_mode: bool) -> Result<i32> {
+    if runc_mode && matches!(c.cmd, Cmd::Create { .. } | Cmd::Run { .. } | Cmd::Exec { .. }) {
+        // Before anything enters a container (CVE-2019-5736); returns only once
+        // this process runs from the sealed copy.
+        minion_runtime::sealed_exe::ensure()?;
+        minion_runtime::sealed_exe::clear_guard();
+    }
+    let g = Globals { root: c.root, image_root: c.image_root, cgroup_root: c.cgroup_root, log: c.log, runc_mode };
     match c.cmd {
         Cmd::Create { id, bundle, pid_file, console_socket } => {
             cli::create(&g, &id, &bundle, pid_file.as_deref(), console_socket.as_deref())?;
@@ -209,9 +232,9 @@ fn dispatch(c: Cli) -> Result<i32> {
                 f => anyhow::bail!("invalid --format {f:?}: expected table or json"),
             }
         }
-        Cmd::Exec { id, tty, console_socket, cwd, env, user, args } => {
+        Cmd::Exec { id, tty, console_socket, cwd, env, user, process, detach, pid_file, args } => {
             let user = user.map(|u| parse_user(&u)).transpose()?;
-            let opts = exec::ExecOptions { args, env, cwd, user, tty, console_socket };
+            let opts = exec::ExecOptions { args, env, cwd, user, tty, console_socket, process_file: process, detach, pid_file };
             return Ok(exec::exec(&g, &id, &opts)?);
         }
         Cmd::List => print_json(&cli::list(&g)?)?,
@@ -224,9 +247,12 @@ fn dispatch(c: Cli) -> Result<i32> {
 
 fn main() {
     let c = Cli::parse();
-    init_tracing(c.log.as_ref());
+    let runc_mode = c.runc_mode || minion_runtime::runc_mode::selected_by_name(std::env::args_os().next().as_deref());
+    // A json --log is read back as a stream of JSON objects (containerd's shim
+    // takes the last error from it): only report_error's lines go there.
+    init_tracing(c.log.as_ref().filter(|_| c.log_format == LogFormat::Text));
     let (format, log) = (c.log_format, c.log.clone());
-    match dispatch(c) {
+    match dispatch(c, runc_mode) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             report_error(&e, format, log.as_ref());

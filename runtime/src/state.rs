@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the state file in a container's directory.
 pub const STATE_FILE: &str = "state.json";
+/// runc mode: the fifo a created container's init waits on until `start`
+/// (removed by `start`, so its presence means `created`).
+pub const EXEC_FIFO: &str = "exec.fifo";
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,10 @@ pub struct ContainerState {
     /// `linux.cgroupsPath` used for the container.
     #[serde(default)]
     pub cgroups_path: String,
+    /// Created in runc mode: no monitor; the caller (containerd's shim) is the
+    /// init's reaper, and the status comes from /proc and the exec fifo.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runc_mode: bool,
 }
 
 /// Current time in RFC 3339 with nanoseconds, UTC.
@@ -117,6 +124,22 @@ pub fn validate_id(id: &str) -> Result<(), Error> {
 }
 
 impl ContainerState {
+    /// Status of a runc-mode container: `created` while its init waits on the
+    /// exec fifo (`fifo_exists`), `running` once started, `stopped` once the
+    /// init is gone or a zombie (no exit code: the caller reaped it).
+    pub fn refreshed_runc(mut self, init_alive: bool, fifo_exists: bool) -> Self {
+        self.status = if self.pid == 0 {
+            Status::Creating
+        } else if !init_alive {
+            Status::Stopped
+        } else if fifo_exists {
+            Status::Created
+        } else {
+            Status::Running
+        };
+        self
+    }
+
     /// Status derived from recorded facts and whether the init is alive.
     /// `init_alive` tells whether the init pid still runs with the recorded start
     /// time; a dead init with no recorded exit means the monitor died.
@@ -271,6 +294,7 @@ mod tests {
             init_start_time: 7,
             cgroup_paths: vec![],
             cgroups_path: "/minion/c1".into(),
+            runc_mode: false,
         }
     }
 
@@ -301,6 +325,19 @@ mod tests {
         s.exit_code = Some(0);
         s.finished_at = Some(now_rfc3339());
         assert_eq!(s.refreshed(false, false).status, Status::Stopped);
+    }
+
+    #[test]
+    fn refresh_runc_status() {
+        let mut s = sample();
+        s.runc_mode = true;
+        assert_eq!(s.clone().refreshed_runc(true, true).status, Status::Created);
+        assert_eq!(s.clone().refreshed_runc(true, false).status, Status::Running);
+        let gone = s.clone().refreshed_runc(false, true);
+        assert_eq!((gone.status, gone.exit_code), (Status::Stopped, None));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["runcMode"], true);
+        assert!(serde_json::to_value(sample()).unwrap().get("runcMode").is_none());
     }
 
     #[test]

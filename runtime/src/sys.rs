@@ -73,6 +73,16 @@ pub fn set_child_subreaper() -> Result<(), nix::Error> {
     nix::errno::Errno::result(r).map(drop)
 }
 
+/// Sets SIGPIPE's disposition: default (`true`) right before the container's
+/// execve, back to ignored (`false`) if it failed. Rust's runtime ignores
+/// SIGPIPE, and an ignored signal stays ignored across execve, so without this
+/// the container's processes would get EPIPE where they expect to die.
+pub fn sigpipe_default(default: bool) {
+    let h = if default { libc::SIG_DFL } else { libc::SIG_IGN };
+    // SAFETY: installs SIG_DFL or SIG_IGN, no handler function.
+    unsafe { libc::signal(libc::SIGPIPE, h) };
+}
+
 /// Name of the monitor's start socket in a container's state directory.
 pub const START_SOCK: &str = "start.sock";
 

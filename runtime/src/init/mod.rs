@@ -247,13 +247,19 @@ impl Exec {
 
     /// Loads the deferred seccomp filter, then execve; returns only on failure.
     pub fn exec(&self) -> Error {
+        // Before the filter: it may not allow rt_sigaction.
+        crate::sys::sigpipe_default(true);
         if let Some(f) = &self.seccomp {
             if let Err(e) = f.load() {
+                crate::sys::sigpipe_default(false);
                 return Error::Invalid(e.to_string());
             }
         }
         match nix::unistd::execve(&self.path, &self.args, &self.env) {
-            Err(e) => Error::Sys { step: "exec", target: format!("{:?}", self.path), source: e },
+            Err(e) => {
+                crate::sys::sigpipe_default(false);
+                Error::Sys { step: "exec", target: format!("{:?}", self.path), source: e }
+            }
             Ok(never) => match never {},
         }
     }

@@ -33,12 +33,17 @@
 //! a process that left the container's cgroup (needs cgroupfs write access,
 //! i.e. a privileged container) and outlives every monitor on the node, and a
 //! kernel that stops giving ETXTBSY for running executables.
+//! runc mode (containerd's shim, `crate::runc_mode`) has no monitor, so there
+//! `create` and `exec` re-execute from a sealed memfd copy instead
+//! (`crate::sealed_exe`).
 #![allow(unsafe_code)]
 
 mod hooks;
 pub mod log;
 mod run;
 mod spawn;
+
+pub(crate) use spawn::kill_leftovers;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -76,13 +81,19 @@ pub struct CreateOptions {
     pub log_file: Option<PathBuf>,
     /// The connected console socket (owned by the caller), for process.terminal.
     pub console_fd: Option<RawFd>,
+    /// runc mode (containerd's shim is the caller): no monitor; the init keeps
+    /// the caller's stdio, waits on the exec fifo and is reaped by the caller.
+    pub runc_mode: bool,
 }
 
 /// Creates a container and returns once it is `created` (init waiting for start)
 /// or failed (then the state dir is removed and the init's error returned).
+/// In runc mode the calling process does the monitor's setup work itself and
+/// leaves; the init is then re-parented to the caller's subreaper.
 pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<ContainerState, Error> {
     let dir = store.create_dir(&opts.id)?;
-    match create_in(store, &dir, opts) {
+    let made = if opts.runc_mode { run::create_without_monitor(store, &dir, opts) } else { create_in(store, &dir, opts) };
+    match made {
         Ok(st) => Ok(st),
         Err(e) => {
             let _ = store.remove(&opts.id);

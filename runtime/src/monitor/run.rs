@@ -51,6 +51,34 @@ pub fn monitor_main(store: &StateStore, dir: &Path, opts: &CreateOptions, result
     }
 }
 
+/// runc mode: `create` does the monitor's setup itself (cgroup, pid namespace,
+/// init, hooks, state) and returns; nothing of it stays behind but the init,
+/// which keeps the caller's stdio and waits on the exec fifo for `start`.
+pub fn create_without_monitor(store: &StateStore, dir: &Path, opts: &CreateOptions) -> Result<ContainerState, super::Error> {
+    let fail = |msg: String| super::Error::Create { id: opts.id.clone(), msg };
+    let console = match opts.console_fd {
+        // The caller keeps its socket; the init gets its own copy.
+        // SAFETY: `create`'s caller keeps the console socket open during the call.
+        Some(fd) => Some(
+            nix::fcntl::fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+                // SAFETY: F_DUPFD_CLOEXEC returned a new fd that we now own.
+                .map(|n| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
+                .map_err(|e| fail(format!("dup console socket: {e}")))?,
+        ),
+        None => None,
+    };
+    let m = Monitor::start(store, dir, opts, console).map_err(fail)?;
+    Ok(m.state.clone())
+}
+
+/// Makes the exec fifo in the state dir and opens it read-write for the init:
+/// with itself as a writer, its read blocks until `start` writes a byte.
+fn exec_fifo(dir: &Path) -> Result<OwnedFd, String> {
+    let p = dir.join(state::EXEC_FIFO);
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| format!("mkfifo {}: {e}", p.display()))?;
+    nix::fcntl::open(&p, OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| format!("open {}: {e}", p.display()))
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
 }
@@ -101,16 +129,22 @@ impl Monitor {
         };
         cgroup.apply(&res).map_err(|e| fail(e.to_string()))?;
         let oom_baseline = cgroup.oom_kill_count();
-        let (_dirfd, sock_path) = sys::sock_path(dir, sys::START_SOCK).map_err(|e| fail(format!("start socket in {}: {e}", dir.display())))?;
-        let listener = UnixListener::bind(&sock_path).map_err(|e| fail(format!("bind {}: {e}", dir.join(sys::START_SOCK).display())))?;
-        listener.set_nonblocking(true).map_err(|e| fail(format!("start socket: {e}")))?;
-        let log_path = b.log_path().unwrap_or_else(|| dir.join("container.log"));
-        let log = LogWriter::open(&log_path, b.log_max_size(), b.log_max_files())
-            .map_err(|e| fail(format!("open log {}: {e}", log_path.display())))?;
+        let (listener, log, out, err, start_fifo) = if opts.runc_mode {
+            (None, None, None, None, Some(exec_fifo(dir).map_err(&fail)?))
+        } else {
+            let (_dirfd, sock_path) =
+                sys::sock_path(dir, sys::START_SOCK).map_err(|e| fail(format!("start socket in {}: {e}", dir.display())))?;
+            let listener = UnixListener::bind(&sock_path).map_err(|e| fail(format!("bind {}: {e}", dir.join(sys::START_SOCK).display())))?;
+            listener.set_nonblocking(true).map_err(|e| fail(format!("start socket: {e}")))?;
+            let log_path = b.log_path().unwrap_or_else(|| dir.join("container.log"));
+            let log = LogWriter::open(&log_path, b.log_max_size(), b.log_max_files())
+                .map_err(|e| fail(format!("open log {}: {e}", log_path.display())))?;
+            (Some(listener), Some(log), Some(pipe().map_err(&fail)?), Some(pipe().map_err(&fail)?), None)
+        };
+        let (out_r, out_w) = out.unzip();
+        let (err_r, err_w) = err.unzip();
         let (go_r, go_w) = pipe().map_err(&fail)?;
         let (sync_r, sync_w) = pipe().map_err(&fail)?;
-        let (out_r, out_w) = pipe().map_err(&fail)?;
-        let (err_r, err_w) = pipe().map_err(&fail)?;
         let own_pidns = super::hooks::own_pidns(&b.spec).map_err(&fail)?;
         enter_pid_ns(&b.spec).map_err(&fail)?;
         let cfg = InitConfig {
@@ -129,14 +163,14 @@ impl Monitor {
             ForkResult::Child => {
                 drop((listener, go_w, sync_r, out_r, err_r, log));
                 // The create caller's result pipe must not stay open in the init.
-                let mut keep = vec![go_r.as_raw_fd(), sync_w.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-                keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
+                let mut keep = vec![go_r.as_raw_fd(), sync_w.as_raw_fd()];
+                keep.extend([&out_w, &err_w, &console, &start_fifo].into_iter().flatten().map(|f| f.as_raw_fd()));
                 close_other_fds(&keep);
-                init_main(&cfg, ChildFds { go_r, sync_w, out_w, err_w, console })
+                init_main(&cfg, ChildFds { go_r, sync_w, out_w, err_w, console, start_fifo })
             }
             ForkResult::Parent { child } => child,
         };
-        drop((go_r, sync_w, out_w, err_w, console));
+        drop((go_r, sync_w, out_w, err_w, console, start_fifo));
         let restored = super::hooks::restore_pidns(own_pidns);
         let mut m = Monitor {
             store: store.clone(),
@@ -145,13 +179,13 @@ impl Monitor {
             oom_baseline,
             child,
             child_fd: sys::pidfd_open(child.as_raw()),
-            listener: Some(listener),
+            listener,
             start_conn: None,
             go_w: Some(go_w),
             sync_r: Some(sync_r),
-            out_r: Some(out_r),
-            err_r: Some(err_r),
-            log: Some(log),
+            out_r,
+            err_r,
+            log,
             start_error: None,
             hooks_spec: b.spec.hooks().is_some().then(|| Box::new(b.spec.clone())),
             shared_pidns: super::spawn::shares_pidns(&b.spec),

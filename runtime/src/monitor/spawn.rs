@@ -18,10 +18,14 @@ use super::CreateOptions;
 pub(super) struct ChildFds {
     pub go_r: OwnedFd,
     pub sync_w: OwnedFd,
-    pub out_w: OwnedFd,
-    pub err_w: OwnedFd,
+    /// The container's stdout/stderr pipes to the monitor; None in runc mode,
+    /// where the init keeps the caller's stdio.
+    pub out_w: Option<OwnedFd>,
+    pub err_w: Option<OwnedFd>,
     /// The console socket, when process.terminal is set.
     pub console: Option<OwnedFd>,
+    /// runc mode: the exec fifo (read-write); `start` is a byte written to it.
+    pub start_fifo: Option<OwnedFd>,
 }
 
 /// Joins the pid namespace given by path, or unshares a new one, so the next
@@ -55,11 +59,13 @@ pub(super) fn read_line(fd: std::os::fd::BorrowedFd<'_>) -> String {
 
 /// The init child: stdio, wait for the cgroup, setup, ready, wait for start, exec.
 pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
-    if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty()) {
-        let _ = nix::unistd::dup2_stdin(&null);
+    if let (Some(out_w), Some(err_w)) = (&fds.out_w, &fds.err_w) {
+        if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty()) {
+            let _ = nix::unistd::dup2_stdin(&null);
+        }
+        let _ = nix::unistd::dup2_stdout(out_w);
+        let _ = nix::unistd::dup2_stderr(err_w);
     }
-    let _ = nix::unistd::dup2_stdout(&fds.out_w);
-    let _ = nix::unistd::dup2_stderr(&fds.err_w);
     drop((fds.out_w, fds.err_w));
     if !init::wait_byte(fds.go_r.as_fd()) {
         std::process::exit(1);
@@ -77,16 +83,27 @@ pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
     match init::setup(cfg, fds.console, &mut before_pivot) {
         Ok(exec) => {
             init::send(fds.sync_w.as_fd(), "ready\n");
-            if !init::wait_byte(fds.go_r.as_fd()) {
+            let gate = fds.start_fifo.as_ref().map(|f| f.as_fd()).unwrap_or(fds.go_r.as_fd());
+            if !init::wait_byte(gate) {
                 std::process::exit(1);
             }
+            let runc_mode = fds.start_fifo.is_some();
+            drop(fds.start_fifo);
+            let fail_started = |e: &dyn std::fmt::Display| {
+                if runc_mode {
+                    // Nobody reads the sync pipe after `create` in runc mode: the
+                    // container's stderr (the caller's) is where this can be seen.
+                    eprintln!("minion-runtime: error: {e}");
+                }
+                init::send(fds.sync_w.as_fd(), &format!("error: {e}\n"));
+            };
             let started = state.replacen("\"status\":\"creating\"", "\"status\":\"created\"", 1);
             if let Err(e) = hooks::run(&cfg.spec, Kind::StartContainer, started.as_bytes()) {
-                init::send(fds.sync_w.as_fd(), &format!("error: {e}\n"));
+                fail_started(&e);
                 std::process::exit(1);
             }
             let e = exec.exec();
-            init::send(fds.sync_w.as_fd(), &format!("error: {e}\n"));
+            fail_started(&e);
             std::process::exit(127)
         }
         Err(e) => {
@@ -133,10 +150,11 @@ pub(super) fn initial_state(opts: &CreateOptions, pid: i32, leaves: Vec<std::pat
         message: None,
         started_at: None,
         finished_at: None,
-        monitor_pid: std::process::id() as i32,
+        monitor_pid: if opts.runc_mode { 0 } else { std::process::id() as i32 },
         init_start_time: 0,
         cgroup_paths: leaves,
         cgroups_path: cg_path.to_string(),
+        runc_mode: opts.runc_mode,
     }
 }
 
@@ -149,7 +167,7 @@ pub(super) fn shares_pidns(spec: &oci_spec::runtime::Spec) -> bool {
 /// (bounded: a few rounds for processes forked meanwhile). No process of the
 /// container outlives its monitor, which keeps the runtime binary busy
 /// (CVE-2019-5736, see the module doc of `monitor`).
-pub(super) fn kill_leftovers(st: &ContainerState) {
+pub(crate) fn kill_leftovers(st: &ContainerState) {
     for _ in 0..10 {
         let pids = crate::cli::cgroup_pids(st).unwrap_or_default();
         if pids.is_empty() {

@@ -1,0 +1,258 @@
+//! runc mode (what containerd's runc shim needs), without containerd: the test
+//! process plays the shim, a child subreaper that owns the container's stdio and
+//! reaps its init and exec'd processes. Also CVE-2019-5736 in this mode: every
+//! runtime process that enters a container runs from a sealed memfd copy.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::bundle::{Bx, BIN};
+use common::require_root;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+/// Like containerd's shim: orphans of the runtime (the init, exec'd processes)
+/// are re-parented to this test process.
+fn become_subreaper() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+}
+
+/// The runtime invoked as `minion-runc` (runc mode by name).
+fn runc(f: &Bx) -> Command {
+    let link = f.path("minion-runc");
+    if !link.exists() {
+        std::os::unix::fs::symlink(BIN, &link).unwrap();
+    }
+    let mut c = Command::new(link);
+    c.arg("--root").arg(f.path("state")).arg("--log").arg(f.path("log.json")).arg("--log-format").arg("json");
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn state(f: &Bx) -> Value {
+    serde_json::from_str(&ok(runc(f).args(["state", &f.id]))).unwrap()
+}
+
+/// Waits (bounded) for a child of this process (direct or re-parented).
+fn reap(pid: i32) -> WaitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).unwrap() {
+            WaitStatus::StillAlive => {}
+            s => return s,
+        }
+        assert!(Instant::now() < deadline, "pid {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_child(c: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "runtime command did not return");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ppid(pid: i32) -> i32 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("PPid:")).unwrap().trim().parse().unwrap()
+}
+
+fn cgroup_leaves(st: &Value) -> Vec<PathBuf> {
+    st["cgroupPaths"].as_array().unwrap().iter().map(|p| PathBuf::from(p.as_str().unwrap())).collect()
+}
+
+/// `create` with files as the container's stdout/stderr and a pipe as its stdin.
+fn create(f: &Bx, b: &Path) -> (Child, PathBuf, PathBuf) {
+    let (out, err) = (f.path("stdout"), f.path("stderr"));
+    let mut c = runc(f)
+        .args(["create", "--bundle", b.to_str().unwrap(), "--pid-file", f.path("init.pid").to_str().unwrap(), &f.id])
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let st = wait_child(&mut c);
+    assert!(st.success(), "create: {}", fs::read_to_string(&err).unwrap_or_default());
+    (c, out, err)
+}
+
+#[test]
+fn create_start_state_kill_delete_without_a_monitor() {
+    if !require_root() {
+        return;
+    }
+    become_subreaper();
+    let f = Bx::new();
+    let b = f.bundle(&["sh", "-c", "read x; echo got-$x; echo oops >&2; exit 3"], |_| {});
+    let (mut c, out, err) = create(&f, &b);
+    let st = state(&f);
+    let pid = st["pid"].as_i64().unwrap() as i32;
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["runcMode"], true);
+    assert_eq!(fs::read_to_string(f.path("init.pid")).unwrap().trim(), pid.to_string());
+    // No monitor in between: the init was re-parented to us, the "shim".
+    assert_eq!(ppid(pid), std::process::id() as i32);
+    assert!(f.path("state").join(&f.id).join("exec.fifo").exists());
+
+    ok(runc(&f).args(["start", &f.id]));
+    assert_eq!(state(&f)["status"], "running");
+    assert!(!f.path("state").join(&f.id).join("exec.fifo").exists());
+    let e = runc(&f).args(["start", &f.id]).output().unwrap();
+    assert!(!e.status.success(), "a second start must fail");
+
+    // The init reads the stdin create had and writes to its stdout/stderr.
+    c.stdin.take().unwrap().write_all(b"ping\n").unwrap();
+    assert_eq!(reap(pid), WaitStatus::Exited(Pid::from_raw(pid), 3));
+    assert_eq!(fs::read_to_string(&out).unwrap(), "got-ping\n");
+    assert_eq!(fs::read_to_string(&err).unwrap(), "oops\n");
+
+    assert_eq!(state(&f)["status"], "stopped");
+    let k = runc(&f).args(["kill", &f.id, "9"]).output().unwrap();
+    assert!(!k.status.success() && String::from_utf8_lossy(&k.stderr).contains("container not running"), "{k:?}");
+    let log = fs::read_to_string(f.path("log.json")).unwrap();
+    for l in log.lines() {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("--log-format json line {l:?}: {e}"));
+        assert_eq!(v["level"], "error");
+    }
+    ok(runc(&f).args(["delete", &f.id]));
+    for leaf in cgroup_leaves(&st) {
+        assert!(!leaf.exists(), "cgroup {} left behind", leaf.display());
+    }
+    assert!(!f.path("state").join(&f.id).exists());
+    ok(runc(&f).args(["delete", "--force", &f.id]));
+}
+
+#[test]
+fn exec_process_file_detached_and_kill_all() {
+    if !require_root() {
+        return;
+    }
+    become_subreaper();
+    let f = Bx::new();
+    let b = f.bundle(&["sleep", "100"], |_| {});
+    let (_c, _, _) = create(&f, &b);
+    ok(runc(&f).args(["start", &f.id]));
+    let st = state(&f);
+    let init = st["pid"].as_i64().unwrap() as i32;
+
+    // containerd writes the whole process (the container's, with new args).
+    let cfg: Value = serde_json::from_str(&fs::read_to_string(b.join("config.json")).unwrap()).unwrap();
+    let mut p = cfg["process"].clone();
+    p["args"] = json!(["sh", "-c", "echo exec-pid-$$; echo exec-err >&2; exit 5"]);
+    fs::write(f.path("process.json"), p.to_string()).unwrap();
+    let (out, err) = (f.path("exec.out"), f.path("exec.err"));
+    let t = Instant::now();
+    let mut c = runc(&f)
+        .args(["exec", "--process", f.path("process.json").to_str().unwrap(), "--detach", "--pid-file"])
+        .arg(f.path("exec.pid"))
+        .arg(&f.id)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut c).success(), "exec: {}", fs::read_to_string(&err).unwrap_or_default());
+    eprintln!("runc-mode exec --detach: {:?}", t.elapsed());
+    let pid: i32 = fs::read_to_string(f.path("exec.pid")).unwrap().trim().parse().unwrap();
+    // The detached process is ours to reap, with its own exit code.
+    assert_eq!(reap(pid), WaitStatus::Exited(Pid::from_raw(pid), 5));
+    let o = fs::read_to_string(&out).unwrap();
+    assert!(o.starts_with("exec-pid-") && o.trim() != "exec-pid-1", "{o}");
+    assert_eq!(fs::read_to_string(&err).unwrap(), "exec-err\n");
+
+    let ps: Vec<i32> = serde_json::from_str(&ok(runc(&f).args(["ps", "--format", "json", &f.id]))).unwrap();
+    assert_eq!(ps, vec![init]);
+    ok(runc(&f).args(["kill", "--all", &f.id, "9"]));
+    assert_eq!(reap(init), WaitStatus::Signaled(Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL, false));
+    assert_eq!(state(&f)["status"], "stopped");
+    // What the shim sends after the init's exit when the pid namespace is shared.
+    ok(runc(&f).args(["kill", "--all", &f.id, "9"]));
+    ok(runc(&f).args(["delete", &f.id]));
+    for leaf in cgroup_leaves(&st) {
+        assert!(!leaf.exists(), "cgroup {} left behind", leaf.display());
+    }
+}
+
+/// The file behind /proc/<pid>/exe: a sealed memfd, not the host binary, and
+/// not writable.
+fn assert_sealed_exe(pid: i32) {
+    let exe = format!("/proc/{pid}/exe");
+    let target = fs::read_link(&exe).unwrap();
+    assert!(target.to_string_lossy().starts_with("/memfd:minion-runc"), "pid {pid} runs {}", target.display());
+    let host = fs::metadata(BIN).unwrap();
+    let f = fs::File::open(&exe).unwrap();
+    let m = f.metadata().unwrap();
+    assert!((m.dev(), m.ino()) != (host.dev(), host.ino()), "pid {pid} runs the host binary");
+    let seals = minion_runtime::sealed_exe::seals_of(&f).expect("F_GET_SEALS on /proc/pid/exe");
+    assert_eq!(seals & minion_runtime::sealed_exe::SEALS, minion_runtime::sealed_exe::SEALS);
+    // What the CVE's payload does: reopen the exe for writing and overwrite it.
+    match fs::OpenOptions::new().write(true).open(&exe) {
+        Ok(mut w) => {
+            assert!(w.write_all(b"\x7fELF-overwritten").is_err(), "wrote to the runtime binary through {exe}");
+            assert!(w.set_len(0).is_err(), "truncated the runtime binary through {exe}");
+        }
+        Err(e) => assert!(matches!(e.raw_os_error(), Some(libc::ETXTBSY | libc::EPERM | libc::EACCES)), "{e}"),
+    }
+}
+
+#[test]
+fn create_and_exec_run_from_a_sealed_memfd() {
+    if !require_root() {
+        return;
+    }
+    become_subreaper();
+    let f = Bx::new();
+    let b = f.bundle(&["sleep", "100"], |_| {});
+    let (_c, _, _) = create(&f, &b);
+    let st = state(&f);
+    let init = st["pid"].as_i64().unwrap() as i32;
+    // The created init is still the runtime (waiting for start): what a
+    // container process could reach through /proc/<init>/exe.
+    assert_sealed_exe(init);
+    ok(runc(&f).args(["start", &f.id]));
+
+    // exec (--runc-mode flag, not the name): the CLI and its helper, which
+    // joins the container, run from the sealed copy while the process runs.
+    let mut c = Command::new(BIN)
+        .args(["--runc-mode", "--root"])
+        .arg(f.path("state"))
+        .args(["exec", &f.id, "--", "sleep", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cli = c.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let helper = loop {
+        let kids = fs::read_to_string(format!("/proc/{cli}/task/{cli}/children")).unwrap_or_default();
+        if let Some(h) = kids.split_whitespace().next().and_then(|h| h.parse::<i32>().ok()) {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "exec helper never appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_sealed_exe(cli);
+    assert_sealed_exe(helper);
+    assert!(wait_child(&mut c).success());
+
+    ok(runc(&f).args(["delete", "--force", &f.id]));
+    reap(init);
+}
