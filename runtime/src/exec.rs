@@ -35,6 +35,8 @@ pub enum Error {
     Cli(#[from] Box<cli::Error>),
     #[error(transparent)]
     Bundle(#[from] crate::bundle::Error),
+    #[error(transparent)]
+    Sealed(#[from] crate::sealed_exe::Error),
     #[error("exec in container {id:?}: {msg}")]
     Exec { id: String, msg: String },
 }
@@ -71,28 +73,12 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
-/// Runs `opts.args` in container `id`; returns its exit code.
+/// Runs `opts.args` in container `id`; returns its exit code (0 at once with
+/// `detach`).
 pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32, Error> {
     let err = |msg: String| Error::Exec { id: id.to_string(), msg };
     let given = opts.process_file.as_deref().map(read_process).transpose().map_err(err)?;
-    let tty = match &given {
-        Some(p) => p.terminal() == Some(true),
-        None => opts.tty,
-    };
-    let console = match (tty, &opts.console_socket) {
-        (true, None) if given.is_some() => {
-            return Err(err("process.terminal is true but no --console-socket was given".into()))
-        }
-        (true, None) => return Err(err("--tty needs --console-socket (the pty master is sent there)".into())),
-        (false, Some(p)) if given.is_some() => {
-            return Err(err(format!("--console-socket {} given but process.terminal is false", p.display())))
-        }
-        (false, Some(p)) => return Err(err(format!("--console-socket {} given without --tty", p.display()))),
-        (true, Some(p)) => Some(
-            std::os::unix::net::UnixStream::connect(p).map_err(|e| err(format!("connect console socket {}: {e}", p.display())))?,
-        ),
-        (false, None) => None,
-    };
+    let console_path = console_socket(given.as_ref(), opts).map_err(err)?;
     if given.is_none() && opts.args.is_empty() {
         return Err(err("no command given".into()));
     }
@@ -100,46 +86,49 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32, Error> {
     if st.status != Status::Running {
         return Err(err(format!("cannot exec in a container that is {}", st.status)));
     }
+    seal_for(&st)?;
+    let console = console_path
+        .map(|p| std::os::unix::net::UnixStream::connect(p).map_err(|e| err(format!("connect console socket {}: {e}", p.display()))))
+        .transpose()?;
     let bundle = Bundle::load(&st.bundle)?;
     let process = match given {
         Some(p) => p,
         None => exec_process(bundle.spec.process().clone().unwrap_or_default(), opts),
     };
     let seccomp = crate::seccomp::from_spec(&bundle.spec).map_err(|e| err(e.to_string()))?;
-    let nss = open_namespaces(&st).map_err(err)?;
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err(format!("pipe: {e}")))?;
-    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err(format!("pipe: {e}")))?;
-    // SAFETY: the CLI is single-threaded; the child only does setup and exits.
-    let helper = match unsafe { fork() }.map_err(|e| err(format!("fork: {e}")))? {
-        ForkResult::Child => {
-            drop((r, pid_r));
-            let h = Helper { st: &st, p: &process, detach: opts.detach, w: &w };
-            let code = h.run(nss, seccomp, console.map(OwnedFd::from), pid_w);
-            std::process::exit(code)
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop((w, pid_w, nss, console));
-    // The pid comes first (the helper sends it right after forking), so the
-    // pid file exists while the process runs, as with runc.
-    let pid = crate::monitor::read_all(pid_r.as_fd());
-    let msg = crate::monitor::read_all(r.as_fd());
-    let status = waitpid(helper, None).map_err(|e| err(format!("wait for pid {helper}: {e}")))?;
-    if !msg.trim().is_empty() {
-        return Err(err(msg.trim().to_string()));
-    }
-    if let Some(f) = &opts.pid_file {
-        let pid = pid.trim();
-        if pid.is_empty() {
-            return Err(err("the exec helper exited without reporting the process's pid".into()));
-        }
-        std::fs::write(f, pid).map_err(|e| err(format!("write pid file {}: {e}", f.display())))?;
-    }
+    let nss = open_init_namespaces(&st).map_err(err)?;
+    let helper = Helper { st: &st, p: &process, detach: opts.detach };
+    let status = helper.spawn(nss, seccomp, console.map(OwnedFd::from), opts.pid_file.as_deref()).map_err(err)?;
     Ok(match status {
         WaitStatus::Exited(_, c) => c,
         WaitStatus::Signaled(_, s, _) => 128 + s as i32,
         _ => 255,
     })
+}
+
+/// CVE-2019-5736: a runc-mode container has no monitor keeping the host binary
+/// busy, so whatever name `exec` was invoked under, the helper that enters the
+/// container must run from the sealed copy (re-executes unless it already does).
+fn seal_for(st: &ContainerState) -> Result<(), Error> {
+    if st.runc_mode && !crate::sealed_exe::running_sealed() {
+        crate::sealed_exe::ensure()?;
+    }
+    crate::sealed_exe::clear_guard();
+    Ok(())
+}
+
+/// The console socket to connect to, checked against the terminal setting
+/// (required with a terminal, refused without one), as runc does.
+fn console_socket<'a>(given: Option<&Process>, opts: &'a ExecOptions) -> Result<Option<&'a Path>, String> {
+    let tty = given.map_or(opts.tty, |p| p.terminal() == Some(true));
+    match (tty, opts.console_socket.as_deref()) {
+        (true, None) if given.is_some() => Err("process.terminal is true but no --console-socket was given".into()),
+        (true, None) => Err("--tty needs --console-socket (the pty master is sent there)".into()),
+        (false, Some(p)) if given.is_some() => Err(format!("--console-socket {} given but process.terminal is false", p.display())),
+        (false, Some(p)) => Err(format!("--console-socket {} given without --tty", p.display())),
+        (true, Some(p)) => Ok(Some(p)),
+        (false, None) => Ok(None),
+    }
 }
 
 /// Reads runc's `--process` file: one OCI `process` object.
@@ -179,8 +168,24 @@ fn exec_process(mut p: Process, opts: &ExecOptions) -> Process {
     p
 }
 
+/// Opens the namespaces of the recorded init, never of a process that reused
+/// its pid: a pidfd taken before they are opened, checked against the
+/// recorded start time, must still be alive after.
+fn open_init_namespaces(st: &ContainerState) -> Result<Namespaces, String> {
+    // The pidfd first, then the start-time check (None: no pidfds, old kernel).
+    let pidfd = crate::sys::pidfd_open(st.pid);
+    if !crate::state::pid_matches(st.pid, st.init_start_time) {
+        return Err(format!("the container's init (pid {}) is gone", st.pid));
+    }
+    let nss = open_namespaces(st)?;
+    if pidfd.as_ref().is_some_and(crate::sys::pidfd_exited) {
+        return Err(format!("the container's init (pid {}) exited while exec opened its namespaces", st.pid));
+    }
+    Ok(nss)
+}
+
 /// Opens the init's namespaces that differ from ours (before joining any).
-fn open_namespaces(st: &ContainerState) -> Result<Vec<(OwnedFd, CloneFlags, String)>, String> {
+fn open_namespaces(st: &ContainerState) -> Result<Namespaces, String> {
     let mut out = Vec::new();
     for (name, flag) in NAMESPACES {
         let theirs = PathBuf::from(format!("/proc/{}/ns/{name}", st.pid));
@@ -207,56 +212,72 @@ struct Helper<'a> {
     p: &'a Process,
     /// Exit right after the fork instead of waiting for the process.
     detach: bool,
-    /// The error pipe to the CLI (CLOEXEC: closed by the process's execve).
-    w: &'a OwnedFd,
 }
 
+type Namespaces = Vec<(OwnedFd, CloneFlags, String)>;
+
 impl Helper<'_> {
-    /// Cgroup, setns, fork the process, send its pid; then exit with its code
-    /// (or 0 at once with `detach`).
+    /// Forks the helper; returns once the process exec'd (or failed: its
+    /// error) with the pid file written, then waits for the helper, which
+    /// exits with the process's status (at once with `detach`).
+    fn spawn(
+        &self,
+        nss: Namespaces,
+        seccomp: Option<crate::seccomp::Filter>,
+        console: Option<OwnedFd>,
+        pid_file: Option<&Path>,
+    ) -> Result<WaitStatus, String> {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe for the exec's setup errors: {e}"))?;
+        let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe for the exec's pid: {e}"))?;
+        // SAFETY: the CLI is single-threaded; the child only does setup and exits.
+        let helper = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                drop((r, pid_r));
+                std::process::exit(self.run(nss, seccomp, console, w, pid_w))
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop((w, pid_w, nss, console));
+        // The pid comes first (the helper sends it right after forking); the
+        // error pipe reaches EOF once the process exec'd (CLOEXEC) or failed,
+        // and the helper closed its own end. So the pid file exists while the
+        // process runs, with or without --detach, as with runc.
+        let pid = crate::monitor::read_all(pid_r.as_fd());
+        let msg = crate::monitor::read_all(r.as_fd());
+        let written = match msg.trim() {
+            "" => write_pid_file(pid_file, pid.trim()),
+            m => Err(m.to_string()),
+        };
+        let status = waitpid(helper, None).map_err(|e| format!("wait for pid {helper}: {e}"))?;
+        written.map(|()| status)
+    }
+
+    /// In the helper: cgroup, setns, fork the process, send its pid; then
+    /// exit with its code (or 0 at once with `detach`).
     fn run(
         &self,
-        nss: Vec<(OwnedFd, CloneFlags, String)>,
+        nss: Namespaces,
         seccomp: Option<crate::seccomp::Filter>,
-        mut console: Option<OwnedFd>,
+        console: Option<OwnedFd>,
+        w: OwnedFd,
         pid_w: OwnedFd,
     ) -> i32 {
-        let w = self.w;
-        let fail = |msg: String| {
+        if let Err(msg) = self.enter(nss) {
             init::send(w.as_fd(), &msg);
-            1
-        };
-        for leaf in &self.st.cgroup_paths {
-            let f = leaf.join("cgroup.procs");
-            if let Err(e) = std::fs::write(&f, "0") {
-                return fail(format!("join cgroup {}: {e}", f.display()));
-            }
-        }
-        for (fd, flag, path) in nss {
-            if let Err(e) = nix::sched::setns(fd, flag) {
-                return fail(format!("setns {path}: {e}"));
-            }
+            return 1;
         }
         // SAFETY: single-threaded; the child sets up and execs or exits.
-        let forked = unsafe { fork() };
-        if let Ok(ForkResult::Parent { .. }) = forked {
-            drop(console.take());
-        }
-        match forked {
-            Err(e) => fail(format!("fork: {e}")),
+        match unsafe { fork() } {
+            Err(e) => {
+                init::send(w.as_fd(), &format!("fork: {e}"));
+                1
+            }
             Ok(ForkResult::Child) => {
                 drop(pid_w);
-                if let Some(sock) = console {
-                    if let Err(e) = init::exec_terminal(sock, self.p) {
-                        init::send(w.as_fd(), &e.to_string());
-                        std::process::exit(127)
-                    }
-                }
-                let e = init::exec_setup(self.p, seccomp, &[std::os::fd::AsRawFd::as_raw_fd(w)]);
-                init::send(w.as_fd(), &e.to_string());
-                std::process::exit(127)
+                self.exec_process(console, seccomp, w)
             }
             Ok(ForkResult::Parent { child }) => {
+                drop((console, w));
                 // fork returned the pid in our (the host's) pid namespace.
                 init::send(&pid_w, &format!("{child}\n"));
                 drop(pid_w);
@@ -271,4 +292,39 @@ impl Helper<'_> {
             }
         }
     }
+
+    /// Joins the container's cgroup, then its namespaces.
+    fn enter(&self, nss: Namespaces) -> Result<(), String> {
+        for leaf in &self.st.cgroup_paths {
+            let f = leaf.join("cgroup.procs");
+            std::fs::write(&f, "0").map_err(|e| format!("join cgroup {}: {e}", f.display()))?;
+        }
+        for (fd, flag, path) in nss {
+            nix::sched::setns(fd, flag).map_err(|e| format!("setns {path}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// In the process: terminal, then the container process's setup and execve;
+    /// a failure goes to the CLI on `w` (closed by a successful execve).
+    fn exec_process(&self, console: Option<OwnedFd>, seccomp: Option<crate::seccomp::Filter>, w: OwnedFd) -> ! {
+        if let Some(sock) = console {
+            if let Err(e) = init::exec_terminal(sock, self.p) {
+                init::send(w.as_fd(), &e.to_string());
+                std::process::exit(127)
+            }
+        }
+        let e = init::exec_setup(self.p, seccomp, &[std::os::fd::AsRawFd::as_raw_fd(&w)]);
+        init::send(w.as_fd(), &e.to_string());
+        std::process::exit(127)
+    }
+}
+
+/// Writes the process's host pid where `--pid-file` asked.
+fn write_pid_file(path: Option<&Path>, pid: &str) -> Result<(), String> {
+    let Some(f) = path else { return Ok(()) };
+    if pid.is_empty() {
+        return Err("the exec helper exited without reporting the process's pid".into());
+    }
+    std::fs::write(f, pid).map_err(|e| format!("write pid file {}: {e}", f.display()))
 }

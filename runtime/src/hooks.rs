@@ -79,13 +79,10 @@ pub fn run(spec: &Spec, kind: Kind, state: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs every hook of `kind`, logging failures (poststart, poststop).
-pub fn run_logged(spec: &Spec, kind: Kind, state: &[u8]) {
-    for h in of(spec, kind) {
-        if let Err(e) = run_one(h, kind, state) {
-            tracing::warn!(error = %e, "hook failed");
-        }
-    }
+/// Runs every hook of `kind` even when some fail (poststart, poststop: their
+/// failures are only reported); returns the failures.
+pub fn run_all(spec: &Spec, kind: Kind, state: &[u8]) -> Vec<Error> {
+    of(spec, kind).iter().filter_map(|h| run_one(h, kind, state).err()).collect()
 }
 
 /// Runs one hook and waits for it (killing it after its timeout).

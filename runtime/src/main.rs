@@ -34,6 +34,13 @@ struct Cli {
     /// selected by invoking the binary under a name ending in `runc`.
     #[arg(long, global = true)]
     runc_mode: bool,
+    /// runc's systemd cgroup driver flag: accepted, but a systemd-style
+    /// (`slice:prefix:name`) cgroupsPath is refused; only cgroupfs is supported.
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc compatibility and ignored (use --log and RUST_LOG).
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -134,7 +141,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// Any other command (runc's update, pause, resume, events, checkpoint,
+    /// restore...): refused with one line naming it.
+    #[command(external_subcommand)]
+    Unsupported(Vec<String>),
 }
+
+/// runc commands minion-runtime does not implement.
+const RUNC_ONLY: &[&str] = &["update", "pause", "resume", "events", "checkpoint", "restore", "spec", "features"];
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum LogFormat {
@@ -162,10 +176,24 @@ fn parse_user(u: &str) -> Result<(u32, u32)> {
     Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
 }
 
+/// The error and its causes, each once: by the crate's convention an error's
+/// message already contains its source's, so a cause whose text is already
+/// there is not repeated.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg = format!("{msg}: {c}");
+        }
+    }
+    msg
+}
+
 /// Prints a failure as one line (text) or one JSON object (json), on stderr
 /// and, when --log is given, appended to the log file too.
 fn report_error(e: &anyhow::Error, format: LogFormat, log: Option<&PathBuf>) {
-    let msg = format!("{e:#}");
+    let msg = error_line(e);
     let line = match format {
         LogFormat::Text => format!("minion-runtime: error: {msg}"),
         LogFormat::Json => serde_json::json!({
@@ -201,13 +229,23 @@ fn init_tracing(log: Option<&PathBuf>) {
 }
 
 fn dispatch(c: Cli, runc_mode: bool) -> Result<i32> {
+    // --debug is accepted for runc compatibility and changes nothing.
+    let _ = c.debug;
     if runc_mode && matches!(c.cmd, Cmd::Create { .. } | Cmd::Run { .. } | Cmd::Exec { .. }) {
         // Before anything enters a container (CVE-2019-5736); returns only once
         // this process runs from the sealed copy.
         minion_runtime::sealed_exe::ensure()?;
         minion_runtime::sealed_exe::clear_guard();
     }
-    let g = Globals { root: c.root, image_root: c.image_root, cgroup_root: c.cgroup_root, log: c.log, runc_mode };
+    let g = Globals {
+        root: c.root,
+        image_root: c.image_root,
+        cgroup_root: c.cgroup_root,
+        log: c.log,
+        runc_mode,
+        systemd_cgroup: c.systemd_cgroup,
+        log_json: c.log_format == LogFormat::Json,
+    };
     match c.cmd {
         Cmd::Create { id, bundle, pid_file, console_socket } => {
             cli::create(&g, &id, &bundle, pid_file.as_deref(), console_socket.as_deref())?;
@@ -241,6 +279,13 @@ fn dispatch(c: Cli, runc_mode: bool) -> Result<i32> {
         Cmd::Netns { cmd: NetnsCmd::Add { path } } => netns::add(&path)?,
         Cmd::Netns { cmd: NetnsCmd::Del { path } } => netns::del(&path)?,
         Cmd::Image { cmd } => cli::image(&g, cmd)?,
+        Cmd::Unsupported(args) => {
+            let name = args.first().map(String::as_str).unwrap_or_default();
+            if RUNC_ONLY.contains(&name) {
+                anyhow::bail!("command {name:?} is not supported by minion-runtime");
+            }
+            anyhow::bail!("unknown command {name:?} (see --help)");
+        }
     }
     Ok(0)
 }

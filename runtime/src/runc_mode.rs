@@ -10,13 +10,22 @@
 //! - no monitor: `create` itself makes the cgroup and the init (the same code
 //!   as the monitor, `crate::monitor`), runs the createRuntime hooks, writes the
 //!   state and exits; the init keeps the caller's stdio;
-//! - the created init blocks reading the exec fifo in the state directory
-//!   (`state::EXEC_FIFO`); `start` writes one byte to it and removes it, so the
+//! - `create` saves a provisional `creating` state (pid, start time, cgroup)
+//!   right after the fork, so `delete --force` can clean up after a `create`
+//!   that was killed; the init only waits for `start` once `create` sent a
+//!   commit byte after the final state, and exits if `create`'s pipe closes
+//!   before that;
+//! - the created init (its own session, like runc's) blocks reading the exec
+//!   fifo in the state directory (`state::EXEC_FIFO`), ended by SIGTERM, SIGINT
+//!   or SIGHUP meanwhile; `start` writes one byte to it and removes it, so the
 //!   fifo's presence is the `created` status; `running`/`stopped` come from
 //!   /proc (a zombie is stopped), guarded against pid reuse by the start time;
+//! - `delete` removes only the container's leaf cgroup: the parents (such as
+//!   `/kubepods/burstable/pod<uid>`) belong to the kubelet and containerd;
 //! - `create` and `exec` first re-execute from a sealed memfd copy of the binary
 //!   (`crate::sealed_exe`, CVE-2019-5736), since no monitor keeps the host
-//!   binary busy.
+//!   binary busy; `exec` does so for any runc-mode container, whatever name
+//!   it was invoked under.
 //!
 //! Selected explicitly, never guessed from the environment: a binary name
 //! ending in `runc` (a `minion-runc -> minion-runtime` symlink, busybox-style)
@@ -24,7 +33,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 
@@ -36,22 +45,37 @@ pub fn selected_by_name(argv0: Option<&OsStr>) -> bool {
     argv0.and_then(|a0| Path::new(a0).file_name()).is_some_and(|n| n.as_encoded_bytes().ends_with(b"runc"))
 }
 
+/// Errors of releasing a created init.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the container's init is not waiting for start (it exited)")]
+    NotWaiting,
+    #[error("{op} {}: {source}", path.display())]
+    Sys { op: &'static str, path: PathBuf, source: nix::Error },
+    #[error("short write to {}", .0.display())]
+    ShortWrite(PathBuf),
+}
+
 /// `start` of a runc-mode container: writes the byte its init waits for on the
 /// exec fifo and removes the fifo (the container is `running` from then on).
 /// Fails when no init waits on it (it died or was started already).
-pub fn release(state_dir: &Path) -> Result<(), String> {
+pub fn release(state_dir: &Path) -> Result<(), Error> {
     let p = state_dir.join(EXEC_FIFO);
+    let sys = |op: &'static str, p: &Path| {
+        let path = p.to_path_buf();
+        move |source| Error::Sys { op, path, source }
+    };
     // Non-blocking: with no reader (the init is gone) this is ENXIO, not a hang.
     let fifo = nix::fcntl::open(&p, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
         .map_err(|e| match e {
-            nix::errno::Errno::ENXIO => "the container's init is not waiting for start (it exited)".to_string(),
-            e => format!("open {}: {e}", p.display()),
+            nix::errno::Errno::ENXIO => Error::NotWaiting,
+            e => sys("open", &p)(e),
         })?;
-    std::fs::remove_file(&p).map_err(|e| format!("remove {}: {e}", p.display()))?;
+    nix::unistd::unlink(&p).map_err(sys("remove", &p))?;
     match nix::unistd::write(fifo.as_fd(), b"0") {
         Ok(1) => Ok(()),
-        Ok(_) => Err(format!("short write to {}", p.display())),
-        Err(e) => Err(format!("write {}: {e}", p.display())),
+        Ok(_) => Err(Error::ShortWrite(p)),
+        Err(e) => Err(sys("write", &p)(e)),
     }
 }
 
@@ -75,7 +99,7 @@ mod tests {
         let p = d.path().join(EXEC_FIFO);
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let e = release(d.path()).unwrap_err();
-        assert!(e.contains("not waiting"), "{e}");
+        assert!(matches!(e, Error::NotWaiting), "{e}");
         // A waiting reader gets the byte, and the fifo is gone.
         let r = nix::fcntl::open(&p, OFlag::O_RDWR, nix::sys::stat::Mode::empty()).unwrap();
         release(d.path()).unwrap();

@@ -34,6 +34,10 @@ pub enum Error {
     Sys { step: &'static str, source: std::io::Error },
     #[error("sealed runtime copy: re-executed from a memfd but /proc/self/exe is still not sealed")]
     NotSealed,
+    #[error("sealed runtime copy: {step}: {source}: the vm.memfd_noexec sysctl forbids executable memfds (set it to 0 or 1)")]
+    NoExec { step: &'static str, source: std::io::Error },
+    #[error("sealed runtime copy: {what} {item:?} contains a NUL byte")]
+    Nul { what: &'static str, item: OsString },
 }
 
 fn sys(step: &'static str) -> impl FnOnce(std::io::Error) -> Error {
@@ -62,7 +66,7 @@ pub fn ensure() -> Result<(), Error> {
         return Err(Error::NotSealed);
     }
     let memfd = sealed_copy()?;
-    let argv = cstrings(std::env::args_os())?;
+    let argv = cstrings("argument", std::env::args_os())?;
     let mut env: Vec<OsString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k;
@@ -72,13 +76,23 @@ pub fn ensure() -> Result<(), Error> {
         })
         .collect();
     env.push(format!("{GUARD_ENV}=1").into());
-    let envp = cstrings(env)?;
+    let envp = cstrings("environment variable", env)?;
     let ptrs = |v: &[CString]| v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect::<Vec<_>>();
     let (argv_p, envp_p) = (ptrs(&argv), ptrs(&envp));
     // SAFETY: both arrays are NULL-terminated and point into CStrings that live
     // until the call returns (it returns only on failure).
     unsafe { libc::fexecve(memfd.as_raw_fd(), argv_p.as_ptr(), envp_p.as_ptr()) };
-    Err(Error::Sys { step: "fexecve", source: std::io::Error::last_os_error() })
+    let source = std::io::Error::last_os_error();
+    if source.raw_os_error() == Some(libc::EACCES) && memfd_noexec() == Some(2) {
+        return Err(Error::NoExec { step: "fexecve", source });
+    }
+    Err(Error::Sys { step: "fexecve", source })
+}
+
+/// The vm.memfd_noexec sysctl (Linux 6.3+; None before): 2 forbids
+/// executable memfds altogether.
+fn memfd_noexec() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/vm/memfd_noexec").ok()?.trim().parse().ok()
 }
 
 /// Drops the loop guard from the environment of the re-executed process (its
@@ -89,11 +103,8 @@ pub fn clear_guard() {
     }
 }
 
-fn cstrings(items: impl IntoIterator<Item = OsString>) -> Result<Vec<CString>, Error> {
-    items
-        .into_iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|e| Error::Sys { step: "argv", source: std::io::Error::other(e) }))
-        .collect()
+fn cstrings(what: &'static str, items: impl IntoIterator<Item = OsString>) -> Result<Vec<CString>, Error> {
+    items.into_iter().map(|s| CString::new(s.as_bytes()).map_err(|_| Error::Nul { what, item: s })).collect()
 }
 
 /// A memfd holding a copy of /proc/self/exe, sealed against writes and resizes.
@@ -107,7 +118,12 @@ pub fn sealed_copy() -> Result<OwnedFd, Error> {
         fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     }
     if fd < 0 {
-        return Err(Error::Sys { step: "memfd_create", source: std::io::Error::last_os_error() });
+        let source = std::io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::EACCES) {
+            // MFD_EXEC is refused only when vm.memfd_noexec is 2.
+            return Err(Error::NoExec { step: "memfd_create(MFD_EXEC)", source });
+        }
+        return Err(Error::Sys { step: "memfd_create", source });
     }
     // SAFETY: memfd_create returned a fresh fd that nobody else owns.
     let mut mem = unsafe { File::from_raw_fd(fd) };

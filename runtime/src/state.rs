@@ -124,14 +124,17 @@ pub fn validate_id(id: &str) -> Result<(), Error> {
 }
 
 impl ContainerState {
-    /// Status of a runc-mode container: `created` while its init waits on the
-    /// exec fifo (`fifo_exists`), `running` once started, `stopped` once the
-    /// init is gone or a zombie (no exit code: the caller reaped it).
+    /// Status of a runc-mode container: `creating` while only the provisional
+    /// state (saved right after the fork) exists, `created` while its init waits
+    /// on the exec fifo (`fifo_exists`), `running` once started, `stopped` once
+    /// the init is gone or a zombie (no exit code: the caller reaped it).
     pub fn refreshed_runc(mut self, init_alive: bool, fifo_exists: bool) -> Self {
         self.status = if self.pid == 0 {
             Status::Creating
         } else if !init_alive {
             Status::Stopped
+        } else if self.status == Status::Creating {
+            Status::Creating
         } else if fifo_exists {
             Status::Created
         } else {
@@ -335,6 +338,11 @@ mod tests {
         assert_eq!(s.clone().refreshed_runc(true, false).status, Status::Running);
         let gone = s.clone().refreshed_runc(false, true);
         assert_eq!((gone.status, gone.exit_code), (Status::Stopped, None));
+        // The provisional state `create` saves right after the fork.
+        let mut p = s.clone();
+        p.status = Status::Creating;
+        assert_eq!(p.clone().refreshed_runc(true, true).status, Status::Creating);
+        assert_eq!(p.refreshed_runc(false, true).status, Status::Stopped);
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["runcMode"], true);
         assert!(serde_json::to_value(sample()).unwrap().get("runcMode").is_none());

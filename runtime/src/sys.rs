@@ -21,6 +21,21 @@ pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// pidfd_send_signal(2): signals the very process the pidfd refers to, never one
+/// that reused its pid.
+pub fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> Result<(), nix::errno::Errno> {
+    // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0) };
+    nix::errno::Errno::result(r).map(drop)
+}
+
+/// Whether the process of a pidfd has exited (a zombie counts), without waiting.
+pub fn pidfd_exited(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
+}
+
 /// Waits until `pid` has exited (a zombie counts as exited), at most `timeout`
 /// (None: forever). True when it exited (or never existed).
 pub fn wait_exit(pid: i32, timeout: Option<Duration>) -> bool {
@@ -83,6 +98,23 @@ pub fn sigpipe_default(default: bool) {
     unsafe { libc::signal(libc::SIGPIPE, h) };
 }
 
+extern "C" fn exit_with_signal(sig: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(128 + sig) }
+}
+
+/// SIGTERM, SIGINT and SIGHUP: with `on`, handlers that end the process at once
+/// with 128+signal (a created container's init, PID 1 of its namespace, would
+/// ignore them by default); without it, default dispositions again (handlers
+/// would not survive execve anyway; this closes the window before it).
+pub fn exit_on_termination_signals(on: bool) {
+    let h = if on { exit_with_signal as extern "C" fn(libc::c_int) as libc::sighandler_t } else { libc::SIG_DFL };
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: installs either SIG_DFL or a handler that only calls _exit.
+        unsafe { libc::signal(sig, h) };
+    }
+}
+
 /// Name of the monitor's start socket in a container's state directory.
 pub const START_SOCK: &str = "start.sock";
 
@@ -112,6 +144,19 @@ mod tests {
         assert!(wait_exit(c.id() as i32, Some(Duration::from_secs(5))));
         c.wait().unwrap();
         assert!(wait_exit(c.id() as i32, Some(Duration::from_millis(1))));
+    }
+
+    #[test]
+    fn pidfd_signal_and_exit() {
+        let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let fd = pidfd_open(c.id() as i32).unwrap();
+        assert!(!pidfd_exited(&fd));
+        pidfd_send_signal(&fd, libc::SIGKILL).unwrap();
+        assert!(wait_exit(c.id() as i32, Some(Duration::from_secs(5))));
+        assert!(pidfd_exited(&fd));
+        c.wait().unwrap();
+        // Reaped: the pidfd still names that process, and no other.
+        assert_eq!(pidfd_send_signal(&fd, libc::SIGKILL), Err(nix::errno::Errno::ESRCH));
     }
 
     #[test]

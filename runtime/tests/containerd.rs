@@ -27,7 +27,7 @@ const CTR_TIMEOUT: &str = "60";
 
 /// containerd, ctr and the shim are needed; missing ones skip (or fail under CI).
 fn require_tools() -> bool {
-    let missing: Vec<&str> = ["containerd", "ctr", "containerd-shim-runc-v2", "unshare", "timeout"]
+    let missing: Vec<&str> = ["containerd", "ctr", "containerd-shim-runc-v2", "unshare", "timeout", "script"]
         .into_iter()
         .filter(|t| !Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().is_ok_and(|o| o.status.success()))
         .collect();
@@ -204,12 +204,20 @@ fn sigkill(pid: i32) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
 }
 
-/// The cgroup v1 directory of `cgroups_path` for a controller.
+/// The directory of `cgroups_path` for a controller: under the v1 controller's
+/// hierarchy, or in the v2 unified tree (the same for every controller).
 fn cgroup_dir(controller: &str, cgroups_path: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup").join(controller).join(cgroups_path.trim_start_matches('/'))
+    common::cgroup_files::CgroupFiles::new(cgroups_path).dir(controller)
 }
 
-const CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer", "systemd", "unified"];
+/// The controllers whose hierarchies are checked and cleaned (v2: one tree).
+fn controllers() -> &'static [&'static str] {
+    if common::cgroup_files::mode() == minion_runtime::cgroups::Mode::V2 {
+        &["unified"]
+    } else {
+        &["memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer", "systemd", "unified"]
+    }
+}
 
 impl Drop for Containerd {
     fn drop(&mut self) {
@@ -260,7 +268,7 @@ impl Drop for Containerd {
         for m in mounts {
             let _ = Command::new("umount").args(["-R", "-l", &m]).status();
         }
-        for c in CONTROLLERS {
+        for c in controllers() {
             let top = cgroup_dir(c, &self.ns);
             if let Ok(rd) = fs::read_dir(&top) {
                 for e in rd.flatten().filter(|e| e.path().is_dir()) {
@@ -315,7 +323,7 @@ fn containerd_runs_busybox_with_minion_runc() {
     let state_dir = c.path("runc").join(&c.ns);
     let left: Vec<_> = fs::read_dir(&state_dir).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "runc state left in {}: {left:?}", state_dir.display());
-    for ctl in CONTROLLERS {
+    for ctl in controllers() {
         let dir = cgroup_dir(ctl, &c.ns);
         let sub: Vec<_> = fs::read_dir(&dir).map(|rd| rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect()).unwrap_or_default();
         assert!(sub.is_empty(), "cgroups left under {}: {sub:?}", dir.display());
@@ -382,7 +390,7 @@ fn containerd_exec_ps_kill_delete() {
     assert!(c.task_status(&id).is_none());
     c.ctr_ok(&["container", "delete", &id]);
     assert!(!c.ctr_ok(&["container", "ls", "-q"]).contains(&id));
-    for ctl in CONTROLLERS {
+    for ctl in controllers() {
         let dir = cgroup_dir(ctl, &cg);
         assert!(!dir.exists(), "cgroup {} left behind", dir.display());
     }

@@ -8,90 +8,15 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bundle::{Bx, BIN};
 use common::require_root;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use common::runc::{become_subreaper, cgroup_leaves, create, ok, ppid, reap, runc, session_of, state, wait_child};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-
-/// Like containerd's shim: orphans of the runtime (the init, exec'd processes)
-/// are re-parented to this test process.
-fn become_subreaper() {
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-}
-
-/// The runtime invoked as `minion-runc` (runc mode by name).
-fn runc(f: &Bx) -> Command {
-    let link = f.path("minion-runc");
-    if !link.exists() {
-        std::os::unix::fs::symlink(BIN, &link).unwrap();
-    }
-    let mut c = Command::new(link);
-    c.arg("--root").arg(f.path("state")).arg("--log").arg(f.path("log.json")).arg("--log-format").arg("json");
-    c
-}
-
-fn ok(c: &mut Command) -> String {
-    let out = c.stdin(Stdio::null()).output().unwrap();
-    assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn state(f: &Bx) -> Value {
-    serde_json::from_str(&ok(runc(f).args(["state", &f.id]))).unwrap()
-}
-
-/// Waits (bounded) for a child of this process (direct or re-parented).
-fn reap(pid: i32) -> WaitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).unwrap() {
-            WaitStatus::StillAlive => {}
-            s => return s,
-        }
-        assert!(Instant::now() < deadline, "pid {pid} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn wait_child(c: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "runtime command did not return");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn ppid(pid: i32) -> i32 {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find_map(|l| l.strip_prefix("PPid:")).unwrap().trim().parse().unwrap()
-}
-
-fn cgroup_leaves(st: &Value) -> Vec<PathBuf> {
-    st["cgroupPaths"].as_array().unwrap().iter().map(|p| PathBuf::from(p.as_str().unwrap())).collect()
-}
-
-/// `create` with files as the container's stdout/stderr and a pipe as its stdin.
-fn create(f: &Bx, b: &Path) -> (Child, PathBuf, PathBuf) {
-    let (out, err) = (f.path("stdout"), f.path("stderr"));
-    let mut c = runc(f)
-        .args(["create", "--bundle", b.to_str().unwrap(), "--pid-file", f.path("init.pid").to_str().unwrap(), &f.id])
-        .stdin(Stdio::piped())
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let st = wait_child(&mut c);
-    assert!(st.success(), "create: {}", fs::read_to_string(&err).unwrap_or_default());
-    (c, out, err)
-}
 
 #[test]
 fn create_start_state_kill_delete_without_a_monitor() {
@@ -106,9 +31,12 @@ fn create_start_state_kill_delete_without_a_monitor() {
     let pid = st["pid"].as_i64().unwrap() as i32;
     assert_eq!(st["status"], "created");
     assert_eq!(st["runcMode"], true);
-    assert_eq!(fs::read_to_string(f.path("init.pid")).unwrap().trim(), pid.to_string());
+    // Exactly the number: containerd parses the file with Atoi.
+    assert_eq!(fs::read_to_string(f.path("init.pid")).unwrap(), pid.to_string());
     // No monitor in between: the init was re-parented to us, the "shim".
     assert_eq!(ppid(pid), std::process::id() as i32);
+    // Its own session, as runc's init (no terminal here).
+    assert_eq!(session_of(pid), pid, "the created init is not a session leader");
     assert!(f.path("state").join(&f.id).join("exec.fifo").exists());
 
     ok(runc(&f).args(["start", &f.id]));
@@ -228,30 +156,35 @@ fn create_and_exec_run_from_a_sealed_memfd() {
     assert_sealed_exe(init);
     ok(runc(&f).args(["start", &f.id]));
 
-    // exec (--runc-mode flag, not the name): the CLI and its helper, which
-    // joins the container, run from the sealed copy while the process runs.
-    let mut c = Command::new(BIN)
-        .args(["--runc-mode", "--root"])
-        .arg(f.path("state"))
-        .args(["exec", &f.id, "--", "sleep", "2"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let cli = c.id() as i32;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let helper = loop {
-        let kids = fs::read_to_string(format!("/proc/{cli}/task/{cli}/children")).unwrap_or_default();
-        if let Some(h) = kids.split_whitespace().next().and_then(|h| h.parse::<i32>().ok()) {
-            break h;
-        }
-        assert!(Instant::now() < deadline, "exec helper never appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    assert_sealed_exe(cli);
-    assert_sealed_exe(helper);
-    assert!(wait_child(&mut c).success());
+    // exec with the --runc-mode flag (not the name), and exec under the
+    // monitor mode's name: the container, not the invocation, decides. The CLI
+    // and its helper, which joins the container, run from the sealed copy
+    // while the process runs.
+    for flags in [&["--runc-mode"][..], &[]] {
+        let mut c = Command::new(BIN)
+            .args(flags)
+            .arg("--root")
+            .arg(f.path("state"))
+            .args(["exec", &f.id, "--", "sleep", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let cli = c.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let helper = loop {
+            let kids = fs::read_to_string(format!("/proc/{cli}/task/{cli}/children")).unwrap_or_default();
+            if let Some(h) = kids.split_whitespace().next().and_then(|h| h.parse::<i32>().ok()) {
+                break h;
+            }
+            assert!(Instant::now() < deadline, "exec helper never appeared ({flags:?})");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_sealed_exe(cli);
+        assert_sealed_exe(helper);
+        assert!(wait_child(&mut c).success(), "exec {flags:?}");
+    }
 
     ok(runc(&f).args(["delete", "--force", &f.id]));
     reap(init);

@@ -5,7 +5,8 @@
 //!
 //! `remove` deletes the container's leaf and then every parent that became empty,
 //! except the first path element (e.g. for `/minion/pod<uid>/<ctr>` it removes
-//! `<ctr>` and, if empty, `pod<uid>`, never `minion`).
+//! `<ctr>` and, if empty, `pod<uid>`, never `minion`). In runc mode `delete`
+//! asks for the leaf only: there the kubelet and containerd own the parents.
 
 mod detect;
 pub mod devices_bpf;

@@ -27,11 +27,14 @@ pub(crate) fn init_needs_state(spec: &Spec) -> bool {
     !hooks::of(spec, Kind::CreateContainer).is_empty() || !hooks::of(spec, Kind::StartContainer).is_empty()
 }
 
-/// The monitor's own pid namespace, kept when it will run hooks: after the
-/// init is forked into the container's pid namespace, the monitor returns to
-/// its own, so that hooks run in the runtime's namespace.
-pub(super) fn own_pidns(spec: &Spec) -> Result<Option<OwnedFd>, String> {
-    if !runtime_hooks_before_pivot(spec) {
+/// The monitor's own pid namespace, kept when it will run hooks or `always`
+/// (runc mode, whose `run` goes on to `start` and its poststart hooks in the
+/// same process): after the init is forked into the container's pid
+/// namespace, the process returns to its own, so that hooks run in the
+/// runtime's namespace and threads can still be made (CLONE_THREAD fails while
+/// the pid namespace for children differs from one's own).
+pub(super) fn own_pidns(spec: &Spec, always: bool) -> Result<Option<OwnedFd>, String> {
+    if !always && !runtime_hooks_before_pivot(spec) {
         return Ok(None);
     }
     // Without it hooks would silently run in the container's pid namespace.

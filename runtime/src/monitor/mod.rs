@@ -40,6 +40,7 @@
 
 mod hooks;
 pub mod log;
+mod plumbing;
 mod run;
 mod spawn;
 
@@ -92,7 +93,7 @@ pub struct CreateOptions {
 /// leaves; the init is then re-parented to the caller's subreaper.
 pub fn create(store: &StateStore, opts: &CreateOptions) -> Result<ContainerState, Error> {
     let dir = store.create_dir(&opts.id)?;
-    let made = if opts.runc_mode { run::create_without_monitor(store, &dir, opts) } else { create_in(store, &dir, opts) };
+    let made = if opts.runc_mode { plumbing::create_without_monitor(store, &dir, opts) } else { create_in(store, &dir, opts) };
     match made {
         Ok(st) => Ok(st),
         Err(e) => {

@@ -7,16 +7,16 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 
 use super::log::{timestamp, LogWriter, StreamBuf};
-use super::spawn::{enter_pid_ns, init_main, initial_state, read_line, redirect_stdio, ChildFds};
+use super::plumbing::{fork_init, init_config, make_cgroup, Plumbing};
+use super::spawn::{initial_state, read_line, redirect_stdio};
 use super::{above_stdio, close_other_fds, CreateOptions};
-use crate::cgroups::{Cgroup, Resources};
-use crate::init::{self, InitConfig};
+use crate::cgroups::Cgroup;
+use crate::init;
 use crate::state::{self, now_rfc3339, ContainerState, StateStore, Status};
 use crate::sys;
 
@@ -51,39 +51,7 @@ pub fn monitor_main(store: &StateStore, dir: &Path, opts: &CreateOptions, result
     }
 }
 
-/// runc mode: `create` does the monitor's setup itself (cgroup, pid namespace,
-/// init, hooks, state) and returns; nothing of it stays behind but the init,
-/// which keeps the caller's stdio and waits on the exec fifo for `start`.
-pub fn create_without_monitor(store: &StateStore, dir: &Path, opts: &CreateOptions) -> Result<ContainerState, super::Error> {
-    let fail = |msg: String| super::Error::Create { id: opts.id.clone(), msg };
-    let console = match opts.console_fd {
-        // The caller keeps its socket; the init gets its own copy.
-        // SAFETY: `create`'s caller keeps the console socket open during the call.
-        Some(fd) => Some(
-            nix::fcntl::fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
-                // SAFETY: F_DUPFD_CLOEXEC returned a new fd that we now own.
-                .map(|n| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
-                .map_err(|e| fail(format!("dup console socket: {e}")))?,
-        ),
-        None => None,
-    };
-    let m = Monitor::start(store, dir, opts, console).map_err(fail)?;
-    Ok(m.state.clone())
-}
-
-/// Makes the exec fifo in the state dir and opens it read-write for the init:
-/// with itself as a writer, its read blocks until `start` writes a byte.
-fn exec_fifo(dir: &Path) -> Result<OwnedFd, String> {
-    let p = dir.join(state::EXEC_FIFO);
-    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| format!("mkfifo {}: {e}", p.display()))?;
-    nix::fcntl::open(&p, OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| format!("open {}: {e}", p.display()))
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
-}
-
-struct Monitor {
+pub(super) struct Monitor {
     store: StateStore,
     state: ContainerState,
     cgroup: Cgroup,
@@ -110,87 +78,45 @@ struct Monitor {
 
 
 impl Monitor {
-    fn start(store: &StateStore, dir: &Path, opts: &CreateOptions, console: Option<OwnedFd>) -> Result<Self, String> {
+    /// The container's state as last saved.
+    pub(super) fn state(&self) -> &ContainerState {
+        &self.state
+    }
+
+    /// Makes the cgroup, the plumbing and the init, and waits until the init
+    /// is ready (created) or failed; on failure nothing of it is left.
+    pub(super) fn start(store: &StateStore, dir: &Path, opts: &CreateOptions, console: Option<OwnedFd>) -> Result<Self, String> {
         let b = &opts.bundle;
         let cg_path = b.cgroups_path().unwrap_or_else(|| format!("/{}", opts.id));
-        let cgroup = Cgroup::new(&opts.cgroup_root, opts.cgroup_mode, &cg_path).map_err(|e| e.to_string())?;
-        let res = b
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().as_ref())
-            .map(Resources::from)
-            .unwrap_or_default();
-        let leaves = cgroup.create(&res).map_err(|e| e.to_string())?;
-        let (levels, cleanup) = (cgroup.levels(), leaves.clone());
+        let (cgroup, leaves, oom_baseline) = make_cgroup(opts, &cg_path)?;
+        let levels = if opts.runc_mode { 1 } else { cgroup.levels() };
+        let cleanup = leaves.clone();
         let fail = move |msg: String| {
             let _ = Cgroup::remove_paths(&cleanup, levels);
             msg
         };
-        cgroup.apply(&res).map_err(|e| fail(e.to_string()))?;
-        let oom_baseline = cgroup.oom_kill_count();
-        let (listener, log, out, err, start_fifo) = if opts.runc_mode {
-            (None, None, None, None, Some(exec_fifo(dir).map_err(&fail)?))
-        } else {
-            let (_dirfd, sock_path) =
-                sys::sock_path(dir, sys::START_SOCK).map_err(|e| fail(format!("start socket in {}: {e}", dir.display())))?;
-            let listener = UnixListener::bind(&sock_path).map_err(|e| fail(format!("bind {}: {e}", dir.join(sys::START_SOCK).display())))?;
-            listener.set_nonblocking(true).map_err(|e| fail(format!("start socket: {e}")))?;
-            let log_path = b.log_path().unwrap_or_else(|| dir.join("container.log"));
-            let log = LogWriter::open(&log_path, b.log_max_size(), b.log_max_files())
-                .map_err(|e| fail(format!("open log {}: {e}", log_path.display())))?;
-            (Some(listener), Some(log), Some(pipe().map_err(&fail)?), Some(pipe().map_err(&fail)?), None)
-        };
-        let (out_r, out_w) = out.unzip();
-        let (err_r, err_w) = err.unzip();
-        let (go_r, go_w) = pipe().map_err(&fail)?;
-        let (sync_r, sync_w) = pipe().map_err(&fail)?;
-        let own_pidns = super::hooks::own_pidns(&b.spec).map_err(&fail)?;
-        enter_pid_ns(&b.spec).map_err(&fail)?;
-        let cfg = InitConfig {
-            spec: b.spec.clone(),
-            rootfs: b.rootfs.clone(),
-            bundle: b.dir.clone(),
-            image_rootfs: b.image_rootfs(),
-            state_dir: dir.to_path_buf(),
-            cgroup_root: opts.cgroup_root.clone(),
-            cgroup_mode: opts.cgroup_mode,
-            cgroups_path: cg_path.clone(),
-            seccomp: crate::seccomp::from_spec(&b.spec).map_err(|e| fail(e.to_string()))?,
-        };
-        // SAFETY: the monitor is single-threaded.
-        let child = match unsafe { fork() }.map_err(|e| fail(format!("fork init: {e}")))? {
-            ForkResult::Child => {
-                drop((listener, go_w, sync_r, out_r, err_r, log));
-                // The create caller's result pipe must not stay open in the init.
-                let mut keep = vec![go_r.as_raw_fd(), sync_w.as_raw_fd()];
-                keep.extend([&out_w, &err_w, &console, &start_fifo].into_iter().flatten().map(|f| f.as_raw_fd()));
-                close_other_fds(&keep);
-                init_main(&cfg, ChildFds { go_r, sync_w, out_w, err_w, console, start_fifo })
-            }
-            ForkResult::Parent { child } => child,
-        };
-        drop((go_r, sync_w, out_w, err_w, console, start_fifo));
-        let restored = super::hooks::restore_pidns(own_pidns);
+        let plumbing = Plumbing::new(dir, opts).map_err(&fail)?;
+        let cfg = init_config(dir, opts, &cg_path).map_err(&fail)?;
+        let (child, parent) = fork_init(&cfg, opts, plumbing.child, console).map_err(&fail)?;
         let mut m = Monitor {
             store: store.clone(),
-            state: initial_state(opts, child.as_raw(), leaves.clone(), &cg_path),
+            state: initial_state(opts, child.as_raw(), leaves, &cg_path),
             cgroup,
             oom_baseline,
             child,
             child_fd: sys::pidfd_open(child.as_raw()),
-            listener,
+            listener: plumbing.listener,
             start_conn: None,
-            go_w: Some(go_w),
-            sync_r: Some(sync_r),
-            out_r,
-            err_r,
-            log,
+            go_w: Some(parent.go_w),
+            sync_r: Some(parent.sync_r),
+            out_r: parent.out_r,
+            err_r: parent.err_r,
+            log: plumbing.log,
             start_error: None,
             hooks_spec: b.spec.hooks().is_some().then(|| Box::new(b.spec.clone())),
             shared_pidns: super::spawn::shares_pidns(&b.spec),
         };
-        restored.and_then(|()| m.wait_ready()).map_err(|e| {
+        parent.restored.and_then(|()| m.wait_ready()).map_err(|e| {
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
             let _ = waitpid(child, None);
             fail(e)
@@ -201,6 +127,9 @@ impl Monitor {
     /// Puts the init in the cgroup, lets it set up, waits for "ready".
     fn wait_ready(&mut self) -> Result<(), String> {
         let pid = self.child.as_raw();
+        if self.state.runc_mode {
+            self.save_provisional()?;
+        }
         self.cgroup.add_pid(&self.state.cgroup_paths, pid).map_err(|e| e.to_string())?;
         let Some(go) = &self.go_w else { return Err("no go pipe".into()) };
         init::send(go.as_fd(), "g");
@@ -226,6 +155,22 @@ impl Monitor {
         self.state.init_start_time =
             state::proc_start_time(Path::new("/proc"), pid).ok_or_else(|| format!("init pid {pid} vanished"))?;
         self.state.status = Status::Created;
+        self.store.save(&self.state).map_err(|e| e.to_string())?;
+        if self.state.runc_mode {
+            // The state is on disk: the init may wait for `start` now (it exits
+            // if `create` dies before this byte).
+            init::send(go.as_fd(), super::spawn::COMMITTED);
+        }
+        Ok(())
+    }
+
+    /// runc mode: a `creating` state with the init's pid, start time and
+    /// cgroup, saved right after the fork, so that `delete --force` finds the
+    /// init and the cgroup even if `create` is killed before it finishes.
+    fn save_provisional(&mut self) -> Result<(), String> {
+        let pid = self.child.as_raw();
+        self.state.init_start_time =
+            state::proc_start_time(Path::new("/proc"), pid).ok_or_else(|| format!("init pid {pid} vanished"))?;
         self.store.save(&self.state).map_err(|e| e.to_string())
     }
 

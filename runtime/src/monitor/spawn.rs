@@ -57,8 +57,18 @@ pub(super) fn read_line(fd: std::os::fd::BorrowedFd<'_>) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What runc mode's `create` sends on the go pipe once the state is saved:
+/// until then the init must not wait for `start` (if `create` dies first, the
+/// pipe's EOF ends the init instead).
+pub(crate) const COMMITTED: &str = "c";
+
 /// The init child: stdio, wait for the cgroup, setup, ready, wait for start, exec.
 pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
+    if fds.start_fifo.is_some() && fds.console.is_none() {
+        // runc mode: its own session, as runc's init has (with a terminal,
+        // the console setup makes one with the pty as controlling terminal).
+        let _ = nix::unistd::setsid();
+    }
     if let (Some(out_w), Some(err_w)) = (&fds.out_w, &fds.err_w) {
         if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty()) {
             let _ = nix::unistd::dup2_stdin(&null);
@@ -83,8 +93,7 @@ pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
     match init::setup(cfg, fds.console, &mut before_pivot) {
         Ok(exec) => {
             init::send(fds.sync_w.as_fd(), "ready\n");
-            let gate = fds.start_fifo.as_ref().map(|f| f.as_fd()).unwrap_or(fds.go_r.as_fd());
-            if !init::wait_byte(gate) {
+            if !wait_for_start(fds.go_r.as_fd(), fds.start_fifo.as_ref()) {
                 std::process::exit(1);
             }
             let runc_mode = fds.start_fifo.is_some();
@@ -111,6 +120,20 @@ pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
             std::process::exit(1)
         }
     }
+}
+
+/// Blocks until `start`: the monitor's byte on the go pipe, or in runc mode
+/// `create`'s commit byte and then a byte on the exec fifo. False when the
+/// monitor or `create` went away first. In runc mode the init is PID 1 of its
+/// namespace with no handler, which would ignore SIGTERM/SIGINT/SIGHUP: while
+/// it waits, handlers make them end it (exit 128+signal), as they would end a
+/// created runc container.
+fn wait_for_start(go_r: std::os::fd::BorrowedFd<'_>, start_fifo: Option<&OwnedFd>) -> bool {
+    let Some(fifo) = start_fifo else { return init::wait_byte(go_r) };
+    crate::sys::exit_on_termination_signals(true);
+    let started = init::wait_byte(go_r) && init::wait_byte(fifo.as_fd());
+    crate::sys::exit_on_termination_signals(false);
+    started
 }
 
 /// The monitor's stdio: /dev/null, stderr to the --log file when given.

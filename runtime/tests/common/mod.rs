@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod cgroup_files;
 pub mod oci_fixture;
+pub mod runc;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

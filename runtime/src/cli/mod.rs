@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill as send_signal, Signal};
+use nix::sys::signal::kill as send_signal;
 use nix::unistd::Pid;
 
 use crate::bundle::{self, Bundle};
@@ -14,7 +14,12 @@ use crate::cgroups::{self, Cgroup};
 use crate::image;
 use crate::monitor::{self, CreateOptions};
 use crate::netns;
-use crate::signal::{self, parse_signal};
+use crate::signal;
+
+mod procs;
+
+pub use procs::{cgroup_pids, kill, ps};
+use procs::signal_init;
 use crate::state::{self, pid_matches, ContainerState, StateStore, Status};
 
 /// Errors of the CLI commands.
@@ -34,6 +39,8 @@ pub enum Error {
     Netns(#[from] netns::Error),
     #[error(transparent)]
     Signal(#[from] signal::SignalError),
+    #[error("container {id:?}: start: {source}")]
+    Release { id: String, source: crate::runc_mode::Error },
     #[error("container {id:?}: {msg}")]
     Container { id: String, msg: String },
     #[error("{op} {}: {source}", path.display())]
@@ -49,6 +56,12 @@ pub struct Globals {
     pub log: Option<PathBuf>,
     /// runc mode (see `crate::runc_mode`): no monitor, for containerd's shim.
     pub runc_mode: bool,
+    /// runc's `--systemd-cgroup`: accepted, but a systemd `slice:prefix:name`
+    /// cgroupsPath is refused (cgroupfs driver only).
+    pub systemd_cgroup: bool,
+    /// `--log-format json`: warnings (failed poststart/poststop hooks) go to
+    /// `log` as JSON objects, the only lines allowed there.
+    pub log_json: bool,
 }
 
 impl Globals {
@@ -112,6 +125,7 @@ pub fn create(g: &Globals, id: &str, bundle_dir: &Path, pid_file: Option<&Path>,
         (true, Some(p)) => Some(UnixStream::connect(p).map_err(|source| Error::Io { op: "connect console socket", path: p.into(), source })?),
         (false, None) => None,
     };
+    check_systemd_cgroup(g, id, &bundle)?;
     let cgroup_mode = cgroups::detect(&g.cgroup_root)?;
     let opts = CreateOptions {
         id: id.to_string(),
@@ -124,9 +138,29 @@ pub fn create(g: &Globals, id: &str, bundle_dir: &Path, pid_file: Option<&Path>,
     };
     let st = monitor::create(&g.store(), &opts)?;
     if let Some(p) = pid_file {
-        std::fs::write(p, st.pid.to_string()).map_err(|source| Error::Io { op: "write pid file", path: p.into(), source })?;
+        if let Err(source) = std::fs::write(p, st.pid.to_string()) {
+            // The caller sees a failed create: nothing of the container may stay.
+            if let Err(e) = delete(g, id, true) {
+                tracing::warn!(id, error = %e, "cannot remove the container after a failed create");
+            }
+            return Err(Error::Io { op: "write pid file", path: p.into(), source });
+        }
     }
     Ok(st)
+}
+
+/// `--systemd-cgroup` with a systemd-style `slice:prefix:name` cgroupsPath is
+/// refused by name (only the cgroupfs driver exists); an absolute path is used
+/// as it is.
+fn check_systemd_cgroup(g: &Globals, id: &str, bundle: &Bundle) -> Result<(), Error> {
+    let path = bundle.cgroups_path().unwrap_or_default();
+    if g.systemd_cgroup && !path.starts_with('/') && path.matches(':').count() == 2 {
+        return Err(cerr(
+            id,
+            format!("--systemd-cgroup: the systemd cgroup driver is not supported (cgroupsPath {path:?}); use cgroupfs with an absolute cgroupsPath"),
+        ));
+    }
+    Ok(())
 }
 
 /// `start ID`: releases the init to exec; returns once it ran or failed. The
@@ -138,8 +172,12 @@ pub fn start(g: &Globals, id: &str) -> Result<(), Error> {
         return Err(cerr(id, format!("cannot start a container that is {}", st.status)));
     }
     if st.runc_mode {
-        crate::runc_mode::release(&g.store().dir(id)).map_err(|e| cerr(id, e))?;
-        run_bundle_hooks(&st, crate::hooks::Kind::Poststart);
+        crate::runc_mode::release(&g.store().dir(id)).map_err(|source| Error::Release { id: id.to_string(), source })?;
+        // What the hooks see, as in monitor mode: the process runs now.
+        let mut st = st;
+        st.status = Status::Running;
+        st.started_at = Some(state::now_rfc3339());
+        run_bundle_hooks(g, &st, crate::hooks::Kind::Poststart);
         return Ok(());
     }
     let dir = g.store().dir(id);
@@ -155,72 +193,13 @@ pub fn start(g: &Globals, id: &str) -> Result<(), Error> {
             // poststart runs here, in `start`'s own process, as runc does: a slow hook
             // delays `start`, never the monitor that drains the container's output.
             if let Ok(st) = load_state(g, id) {
-                run_bundle_hooks(&st, crate::hooks::Kind::Poststart);
+                run_bundle_hooks(g, &st, crate::hooks::Kind::Poststart);
             }
             Ok(())
         }
         "" => Err(cerr(id, "the monitor closed the start socket without an answer")),
         r => Err(cerr(id, format!("start failed: {}", r.strip_prefix("error: ").unwrap_or(r)))),
     }
-}
-
-/// `kill ID [SIGNAL] [--all]`: `--all` signals every process in the
-/// container's cgroup.
-pub fn kill(g: &Globals, id: &str, sig: &str, all: bool) -> Result<(), Error> {
-    let sig = parse_signal(sig)?;
-    let st = load_state(g, id)?;
-    if !all {
-        return signal_init(&st, sig);
-    }
-    // runc mode: containerd's shim sends `kill --all` after the init exited
-    // when the container shares a pid namespace, to end what is left in its
-    // cgroup, so a stopped container is no error there (as with runc).
-    if st.status == Status::Stopped && !st.runc_mode {
-        return Err(cerr(id, "is not running"));
-    }
-    for pid in cgroup_pids(&st)? {
-        match send_signal(Pid::from_raw(pid), sig) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => return Err(cerr(id, format!("kill pid {pid} with {sig}: {e}"))),
-        }
-    }
-    Ok(())
-}
-
-fn signal_init(st: &ContainerState, sig: Signal) -> Result<(), Error> {
-    if st.status == Status::Stopped || !pid_matches(st.pid, st.init_start_time) {
-        // containerd's shim recognises runc's wording ("already finished").
-        return Err(cerr(&st.id, if st.runc_mode { "container not running" } else { "is not running" }));
-    }
-    send_signal(Pid::from_raw(st.pid), sig).map_err(|e| cerr(&st.id, format!("kill pid {} with {sig}: {e}", st.pid)))
-}
-
-/// Pids in the container's cgroup (host pid namespace), sorted.
-pub fn cgroup_pids(st: &ContainerState) -> Result<Vec<i32>, Error> {
-    let Some(leaf) = st.cgroup_paths.first() else { return Ok(vec![]) };
-    let p = leaf.join("cgroup.procs");
-    let data = match std::fs::read_to_string(&p) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(source) => return Err(Error::Io { op: "read", path: p, source }),
-    };
-    let mut pids: Vec<i32> = data.lines().filter_map(|l| l.trim().parse().ok()).collect();
-    pids.sort_unstable();
-    Ok(pids)
-}
-
-/// `ps ID`: the processes in the container's cgroup as (pid, command line).
-pub fn ps(g: &Globals, id: &str) -> Result<Vec<(i32, String)>, Error> {
-    let st = load_state(g, id)?;
-    Ok(cgroup_pids(&st)?
-        .into_iter()
-        .map(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd: Vec<String> =
-                cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            (pid, cmd.join(" "))
-        })
-        .collect())
 }
 
 /// `delete [--force] ID`: a running container needs --force (SIGKILL first).
@@ -252,31 +231,61 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<(), Error> {
         _ => {
             if let Ok(pids) = cgroup_pids(&st) {
                 for pid in pids {
-                    let _ = send_signal(Pid::from_raw(pid), Signal::SIGKILL);
+                    let _ = signal::SIGKILL.send(pid);
                 }
             }
-            let _ = signal_init(&st, Signal::SIGKILL);
+            let _ = signal_init(&st, signal::SIGKILL);
             wait_stopped(g, id, Duration::from_secs(10))?
         }
     };
     crate::sys::wait_exit(st.monitor_pid, Some(Duration::from_secs(5)));
-    let levels = Cgroup::new(Path::new("/"), cgroups::Mode::V1, &st.cgroups_path).map(|c| c.levels()).unwrap_or(1);
-    Cgroup::remove_paths(&st.cgroup_paths, levels)?;
+    Cgroup::remove_paths(&st.cgroup_paths, removed_levels(&st))?;
     store.remove(id)?;
-    run_bundle_hooks(&st, crate::hooks::Kind::Poststop);
+    run_bundle_hooks(g, &st, crate::hooks::Kind::Poststop);
     Ok(())
+}
+
+/// How many levels of the cgroup path `delete` may remove: in runc mode only
+/// the leaf (the kubelet and containerd own the parents, like
+/// `/kubepods/burstable/pod<uid>`); in monitor mode also the empty parents
+/// below the first path element (see `crate::cgroups`).
+pub(crate) fn removed_levels(st: &ContainerState) -> usize {
+    if st.runc_mode {
+        return 1;
+    }
+    Cgroup::new(Path::new("/"), cgroups::Mode::V1, &st.cgroups_path).map(|c| c.levels()).unwrap_or(1)
 }
 
 /// The bundle's hooks of `kind` whose failures are only logged (poststart once the
 /// process runs, poststop once the container is gone), with `st` on their stdin.
-fn run_bundle_hooks(st: &ContainerState, kind: crate::hooks::Kind) {
+fn run_bundle_hooks(g: &Globals, st: &ContainerState, kind: crate::hooks::Kind) {
     let cfg = st.bundle.join("config.json");
     match std::fs::read_to_string(&cfg) {
         Ok(text) if text.contains(&format!("\"{}\"", kind.name())) => match serde_json::from_str::<oci_spec::runtime::Spec>(&text) {
-            Ok(spec) => crate::hooks::run_logged(&spec, kind, &serde_json::to_vec(st).unwrap_or_default()),
-            Err(e) => tracing::warn!(path = %cfg.display(), error = %e, hooks = kind.name(), "cannot read the hooks"),
+            Ok(spec) => {
+                for e in crate::hooks::run_all(&spec, kind, &serde_json::to_vec(st).unwrap_or_default()) {
+                    warn(g, &format!("container {:?}: {e}", st.id));
+                }
+            }
+            Err(e) => warn(g, &format!("container {:?}: cannot read the {} hooks from {}: {e}", st.id, kind.name(), cfg.display())),
         },
         _ => {}
+    }
+}
+
+/// A failure that does not fail the command: to tracing, or with
+/// `--log-format json` as one JSON error object appended to `--log` (containerd's
+/// shim reads that file as a stream of JSON objects; tracing does not write there).
+fn warn(g: &Globals, msg: &str) {
+    match (&g.log, g.log_json) {
+        (Some(p), true) => {
+            use std::io::Write;
+            let line = serde_json::json!({"level": "error", "msg": msg, "time": state::now_rfc3339()});
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+        _ => tracing::warn!("{msg}"),
     }
 }
 
