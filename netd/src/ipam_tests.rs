@@ -176,3 +176,33 @@ fn concurrent_allocations_never_collide() {
     all.dedup();
     assert_eq!(all.len(), 40);
 }
+
+#[test]
+fn the_hint_is_rewritten_in_place_when_shorter_and_over_garbage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = conf("10.244.1.0/24", None, None, tmp.path());
+    let store = IpamStore::open(&c.network_dir("minion")).unwrap();
+    let r = AddressRange::from_conf(&c);
+    let hint = tmp.path().join("minion").join(LAST_RESERVED_FILE);
+    // Unparseable (longer than any address): the scan starts at rangeStart, and the
+    // new hint is the exact text, nothing of the old one left.
+    fs::write(&hint, "not an address, and longer than one").unwrap();
+    assert_eq!(
+        store.allocate(&r, &Owner::new("a", "eth0")).unwrap(),
+        ip("10.244.1.2")
+    );
+    assert_eq!(fs::read_to_string(&hint).unwrap(), "10.244.1.2");
+    // Longer, then shorter.
+    fs::write(&hint, "10.244.1.99").unwrap();
+    assert_eq!(
+        store.allocate(&r, &Owner::new("b", "eth0")).unwrap(),
+        ip("10.244.1.100")
+    );
+    assert_eq!(fs::read_to_string(&hint).unwrap(), "10.244.1.100");
+    fs::write(&hint, "10.244.1.254").unwrap();
+    assert_eq!(
+        store.allocate(&r, &Owner::new("c", "eth0")).unwrap(),
+        ip("10.244.1.3")
+    );
+    assert_eq!(fs::read_to_string(&hint).unwrap(), "10.244.1.3");
+}

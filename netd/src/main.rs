@@ -16,7 +16,8 @@ use minion_netd::conflist::{write_conflist, ConflistParams};
 /// namespace (bridge, veth, ip_forward) and the pod's (CNI_NETNS), and prints the CNI
 /// result or error JSON on stdout. Config fields: name, cniVersion, type, bridge (cni0),
 /// isGateway (true), hairpinMode (true), mtu, ipam {subnet, gateway, rangeStart, rangeEnd,
-/// dataDir (/var/lib/cni/networks)}. Logs go to stderr (RUST_LOG, default warn).
+/// dataDir (/var/lib/cni/networks)}. A failure also prints one line on stderr; logs go
+/// to stderr only when RUST_LOG is set.
 ///
 /// CLI MODE: the subcommands below.
 #[derive(Debug, Parser)]
@@ -132,6 +133,9 @@ fn plugin_mode() -> ExitCode {
         Err(e) => minion_netd::stdin_failure(&e),
     };
     print!("{}", out.stdout);
+    if let Some(e) = &out.error {
+        eprintln!("minion-netd: error: {e}");
+    }
     if out.exit_code == 0 {
         ExitCode::SUCCESS
     } else {
@@ -140,14 +144,15 @@ fn plugin_mode() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os("CNI_COMMAND").is_none() {
-        minion_client::init_logging("info");
-    } else {
-        minion_client::init_logging("warn");
-    }
     if std::env::var_os("CNI_COMMAND").is_some() {
+        // One short process per pod: a log subscriber only when RUST_LOG asks for one
+        // (a failure is the CNI error JSON on stdout plus one stderr line anyway).
+        if std::env::var_os("RUST_LOG").is_some() {
+            minion_client::init_logging("warn");
+        }
         return plugin_mode();
     }
+    minion_client::init_logging("info");
     let cli = Cli::parse();
     match cli.command {
         Command::WriteConfig {

@@ -16,14 +16,15 @@ use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
-    RouteMessageBuilder,
+    AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec,
+    LinkVeth, RouteMessageBuilder,
 };
 
-use crate::netops::{bridge_mac, LinkInfo, NetError, NetOps, PodAddress, VethSpec};
+use crate::netops::{bridge_mac, is_pod_mac, LinkInfo, NetError, NetOps, PodAddress, VethSpec};
 
 const EEXIST: i32 = libc::EEXIST;
 const ENODEV: i32 = libc::ENODEV;
+const EADDRNOTAVAIL: i32 = libc::EADDRNOTAVAIL;
 
 /// rtnetlink-backed kernel operations.
 #[derive(Debug, Clone)]
@@ -84,13 +85,17 @@ fn to_info(msg: &LinkMessage) -> LinkInfo {
     info
 }
 
-fn is_bridge(msg: &LinkMessage) -> bool {
+fn is_kind(msg: &LinkMessage, kind: &InfoKind) -> bool {
     msg.attributes.iter().any(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos
             .iter()
-            .any(|i| matches!(i, NlLinkInfo::Kind(InfoKind::Bridge))),
+            .any(|i| matches!(i, NlLinkInfo::Kind(k) if k == kind)),
         _ => false,
     })
+}
+
+fn is_bridge(msg: &LinkMessage) -> bool {
+    is_kind(msg, &InfoKind::Bridge)
 }
 
 async fn find_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, NetError> {
@@ -140,15 +145,14 @@ async fn ipv4_addresses(handle: &Handle, index: u32) -> Result<Vec<Ipv4Network>,
     Ok(out)
 }
 
+/// Adds `addr` to link `index`; already there (EEXIST) is fine. No listing first: the
+/// node's address dump grows with every pod veth.
 async fn add_address(
     handle: &Handle,
     index: u32,
     name: &str,
     addr: Ipv4Network,
 ) -> Result<(), NetError> {
-    if ipv4_addresses(handle, index).await?.contains(&addr) {
-        return Ok(());
-    }
     match handle
         .address()
         .add(index, IpAddr::V4(addr.ip()), addr.prefix())
@@ -247,17 +251,7 @@ async fn pod_setup(handle: Handle, ifname: String, addr: PodAddress) -> Result<L
     set_up(&handle, LOOPBACK_IFINDEX, "lo").await?;
     let link = to_info(&must_find(&handle, &ifname).await?);
     // The interface was just created: add without listing first (EEXIST is fine).
-    match handle
-        .address()
-        .add(link.index, IpAddr::V4(addr.address.ip()), addr.address.prefix())
-        .execute()
-        .await
-    {
-        Err(e) if errno(&e) != EEXIST => {
-            return Err(nl("add address", format!("{} to {ifname}", addr.address))(e))
-        }
-        _ => {}
-    }
+    add_address(&handle, link.index, &ifname, addr.address).await?;
     set_up(&handle, link.index, &ifname).await?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .gateway(addr.gateway)
@@ -269,6 +263,45 @@ async fn pod_setup(handle: Handle, ifname: String, addr: PodAddress) -> Result<L
             format!("{} dev {ifname}", addr.gateway),
         )(e)),
         _ => Ok(link),
+    }
+}
+
+/// Removes every IPv4 address of `ifname` (in the namespace `handle` lives in).
+async fn pod_teardown(handle: Handle, ifname: String) -> Result<Vec<Ipv4Network>, NetError> {
+    let Some(link) = find_link(&handle, &ifname).await? else {
+        return Ok(Vec::new());
+    };
+    let index = link.header.index;
+    let addrs = ipv4_addresses(&handle, index).await?;
+    for a in &addrs {
+        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(a.ip(), a.prefix())
+            .build();
+        match handle.address().del(msg).execute().await {
+            // Went with an address deleted before it (a primary takes its secondaries).
+            Err(e) if errno(&e) != EADDRNOTAVAIL => {
+                return Err(nl("delete address", format!("{a} from {ifname}"))(e))
+            }
+            _ => {}
+        }
+    }
+    Ok(addrs)
+}
+
+/// Deletes `ifname` (in the namespace `handle` lives in) when it is a veth with a pod
+/// MAC of ours.
+async fn remove_if_ours(handle: Handle, ifname: String) -> Result<bool, NetError> {
+    let Some(msg) = find_link(&handle, &ifname).await? else {
+        return Ok(false);
+    };
+    let info = to_info(&msg);
+    if !is_kind(&msg, &InfoKind::Veth) || !is_pod_mac(&info.mac) {
+        return Ok(false);
+    }
+    match handle.link().del(info.index).execute().await {
+        Err(e) if errno(&e) != ENODEV => Err(nl("delete leftover link", ifname)(e)),
+        _ => Ok(true),
     }
 }
 
@@ -326,6 +359,7 @@ impl NetOps for NetlinkOps {
                 .address(spec.container_mac.to_vec());
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host_name.clone())
+            .address(spec.host_mac.to_vec())
             .controller(spec.master)
             .up();
         if let Some(m) = spec.mtu {
@@ -347,9 +381,17 @@ impl NetOps for NetlinkOps {
             Ok(()) => {}
         }
         drop(ns);
-        let info = to_info(&must_find(&self.handle, &spec.host_name).await?);
+        // The MAC was set in the request, so no lookup: the port is named, not indexed.
+        let info = LinkInfo {
+            name: spec.host_name.clone(),
+            index: 0,
+            mac: spec.host_mac.to_vec(),
+        };
         if spec.hairpin {
-            let msg = LinkBridgePort::new(info.index).hairpin(true).build();
+            let msg = LinkBridgePort::new(0)
+                .name(spec.host_name.clone())
+                .hairpin(true)
+                .build();
             self.handle
                 .link()
                 .set_port(msg)
@@ -385,5 +427,29 @@ impl NetOps for NetlinkOps {
 
     async fn link_exists(&mut self, name: &str) -> Result<bool, NetError> {
         Ok(find_link(&self.handle, name).await?.is_some())
+    }
+
+    async fn isolate_link(&mut self, name: &str) -> Result<bool, NetError> {
+        // One request by name (ifindex 0), no lookup first.
+        let msg = LinkUnspec::new_with_name(name).down().build();
+        match self.handle.link().change(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == ENODEV => Ok(false),
+            Err(e) => Err(nl("set down", name)(e)),
+        }
+    }
+
+    async fn unconfigure_pod(
+        &mut self,
+        netns: &Path,
+        ifname: &str,
+    ) -> Result<Vec<Ipv4Network>, NetError> {
+        let ifname = ifname.to_string();
+        in_netns(netns, move |h| pod_teardown(h, ifname)).await
+    }
+
+    async fn remove_stale_pod_link(&mut self, netns: &Path, ifname: &str) -> Result<bool, NetError> {
+        let ifname = ifname.to_string();
+        in_netns(netns, move |h| remove_if_ours(h, ifname)).await
     }
 }

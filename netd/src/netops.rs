@@ -65,7 +65,7 @@ impl NetError {
 pub struct LinkInfo {
     /// Interface name.
     pub name: String,
-    /// ifindex in its namespace.
+    /// ifindex in its namespace (0 when it was not looked up).
     pub index: u32,
     /// MAC address bytes.
     pub mac: Vec<u8>,
@@ -89,6 +89,9 @@ pub struct VethSpec {
     /// MAC of the pod's interface ([`pod_mac`] of its address), so neighbours' ARP
     /// caches stay right when the same address is wired again.
     pub container_mac: [u8; 6],
+    /// MAC of the host side, chosen by the caller so that creating the pair needs no
+    /// lookup afterwards (see `plugin::host_veth_mac`).
+    pub host_mac: [u8; 6],
 }
 
 /// The pod interface's MAC: `0a:58:` + its IPv4 bytes (as the CNI bridge plugin and
@@ -105,7 +108,9 @@ pub fn bridge_mac(gateway: Option<Ipv4Addr>, bridge: &str) -> [u8; 6] {
     let b = match gateway {
         Some(g) => g.octets(),
         None => {
-            let h = bridge.bytes().fold(0x811c_9dc5u32, |h, c| (h ^ u32::from(c)).wrapping_mul(0x0100_0193));
+            let h = bridge.bytes().fold(0x811c_9dc5u32, |h, c| {
+                (h ^ u32::from(c)).wrapping_mul(0x0100_0193)
+            });
             h.to_be_bytes()
         }
     };
@@ -140,8 +145,8 @@ pub trait NetOps {
     /// Deletes a node-side link by name; Ok(false) when it did not exist.
     async fn delete_link(&mut self, name: &str) -> Result<bool, NetError>;
     /// Creates the veth pair in one request (peer already in the pod's netns, host side
-    /// up on the bridge), then sets hairpin mode; returns the host side. An existing
-    /// host link is [`NetError::LinkExists`].
+    /// up on the bridge, both MACs as given), then sets hairpin mode; returns the host
+    /// side. An existing link of either name is [`NetError::LinkExists`].
     async fn create_veth(&mut self, spec: &VethSpec) -> Result<LinkInfo, NetError>;
     /// Inside the pod: lo up, address on `ifname`, `ifname` up, default route via the
     /// gateway. Returns the pod interface.
@@ -159,6 +164,30 @@ pub trait NetOps {
     ) -> Result<Vec<Ipv4Network>, NetError>;
     /// Whether a node-side link exists.
     async fn link_exists(&mut self, name: &str) -> Result<bool, NetError>;
+    /// Sets a node-side link down (a bridge port that is down forwards nothing and
+    /// the bridge forgets the MACs it learnt on it) without deleting it: deleting a
+    /// veth waits for RCU grace periods in the kernel. Ok(false) when it does not exist.
+    async fn isolate_link(&mut self, name: &str) -> Result<bool, NetError>;
+    /// Inside the pod: removes every IPv4 address of `ifname` (the kernel drops the
+    /// routes through it with the last one). Returns the removed addresses; a missing
+    /// interface has none. A missing namespace is a [`NetError::Netns`].
+    async fn unconfigure_pod(
+        &mut self,
+        netns: &Path,
+        ifname: &str,
+    ) -> Result<Vec<Ipv4Network>, NetError>;
+    /// Inside the pod: deletes `ifname` when it is a veth this plugin made (MAC
+    /// `0a:58:...`, see [`pod_mac`]), left by an earlier sandbox whose DEL kept it for
+    /// the namespace's destruction. Ok(false) when there is no such link or it is
+    /// not ours.
+    async fn remove_stale_pod_link(&mut self, netns: &Path, ifname: &str)
+        -> Result<bool, NetError>;
+}
+
+/// True when `mac` is one [`pod_mac`] gives (the prefix this plugin puts on pod
+/// interfaces).
+pub fn is_pod_mac(mac: &[u8]) -> bool {
+    mac.len() == 6 && mac[..2] == [0x0a, 0x58]
 }
 
 /// One recorded call of [`RecordingOps`].
@@ -178,6 +207,12 @@ pub enum Call {
     PodAddresses(PathBuf, String),
     /// link_exists(name)
     LinkExists(String),
+    /// isolate_link(name)
+    IsolateLink(String),
+    /// unconfigure_pod(netns, ifname)
+    UnconfigurePod(PathBuf, String),
+    /// remove_stale_pod_link(netns, ifname)
+    RemoveStalePodLink(PathBuf, String),
 }
 
 /// A fake [`NetOps`] that records calls and keeps a tiny model of node links and pod
@@ -192,6 +227,10 @@ pub struct RecordingOps {
     pub pod_addrs: Vec<(PathBuf, String, Ipv4Network)>,
     /// Netns paths that "exist" (others fail like a missing file).
     pub netns_present: Vec<PathBuf>,
+    /// Pod-side veth ends: (netns, ifname, host-side name).
+    pub pod_links: Vec<(PathBuf, String, String)>,
+    /// Node-side links that were set down.
+    pub down: Vec<String>,
 }
 
 impl RecordingOps {
@@ -239,16 +278,27 @@ impl NetOps for RecordingOps {
         self.calls.push(Call::DeleteLink(name.to_string()));
         let before = self.links.len();
         self.links.retain(|l| l != name);
+        self.pod_links.retain(|(_, _, h)| h != name);
+        self.down.retain(|l| l != name);
         Ok(self.links.len() != before)
     }
 
     async fn create_veth(&mut self, spec: &VethSpec) -> Result<LinkInfo, NetError> {
         self.calls.push(Call::CreateVeth(spec.clone()));
         self.check_netns(&spec.netns)?;
-        if self.links.contains(&spec.host_name) {
+        let pod_taken = self
+            .pod_links
+            .iter()
+            .any(|(n, i, _)| *n == spec.netns && *i == spec.container_ifname);
+        if self.links.contains(&spec.host_name) || pod_taken {
             return Err(NetError::LinkExists(spec.host_name.clone()));
         }
         self.links.push(spec.host_name.clone());
+        self.pod_links.push((
+            spec.netns.clone(),
+            spec.container_ifname.clone(),
+            spec.host_name.clone(),
+        ));
         Ok(fake_link(&spec.host_name, 7))
     }
 
@@ -288,5 +338,57 @@ impl NetOps for RecordingOps {
     async fn link_exists(&mut self, name: &str) -> Result<bool, NetError> {
         self.calls.push(Call::LinkExists(name.to_string()));
         Ok(self.links.iter().any(|l| l == name))
+    }
+
+    async fn isolate_link(&mut self, name: &str) -> Result<bool, NetError> {
+        self.calls.push(Call::IsolateLink(name.to_string()));
+        let exists = self.links.iter().any(|l| l == name);
+        if exists && !self.down.iter().any(|l| l == name) {
+            self.down.push(name.to_string());
+        }
+        Ok(exists)
+    }
+
+    async fn unconfigure_pod(
+        &mut self,
+        netns: &Path,
+        ifname: &str,
+    ) -> Result<Vec<Ipv4Network>, NetError> {
+        self.calls.push(Call::UnconfigurePod(
+            netns.to_path_buf(),
+            ifname.to_string(),
+        ));
+        self.check_netns(netns)?;
+        let (gone, kept) = std::mem::take(&mut self.pod_addrs)
+            .into_iter()
+            .partition(|(n, i, _)| n == netns && i == ifname);
+        self.pod_addrs = kept;
+        Ok(gone
+            .into_iter()
+            .map(|(_, _, a): (PathBuf, String, Ipv4Network)| a)
+            .collect())
+    }
+
+    async fn remove_stale_pod_link(
+        &mut self,
+        netns: &Path,
+        ifname: &str,
+    ) -> Result<bool, NetError> {
+        self.calls.push(Call::RemoveStalePodLink(
+            netns.to_path_buf(),
+            ifname.to_string(),
+        ));
+        self.check_netns(netns)?;
+        let Some(pos) = self
+            .pod_links
+            .iter()
+            .position(|(n, i, _)| n == netns && i == ifname)
+        else {
+            return Ok(false);
+        };
+        let (_, _, host) = self.pod_links.remove(pos);
+        self.links.retain(|l| *l != host);
+        self.down.retain(|l| *l != host);
+        Ok(true)
     }
 }

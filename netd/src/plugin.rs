@@ -22,6 +22,13 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("veth{hex}")
 }
 
+/// Host-side veth MAC: `02:` (locally administered, unicast) + the next five bytes of
+/// the digest that names it ([`host_veth_name`]), stable across re-ADDs.
+pub fn host_veth_mac(container_id: &str, ifname: &str) -> [u8; 6] {
+    let d = Sha256::digest(format!("{container_id}{ifname}").as_bytes());
+    [0x02, d[4], d[5], d[6], d[7], d[8]]
+}
+
 impl From<NetError> for CniError {
     fn from(e: NetError) -> Self {
         let c = if matches!(e, NetError::Netns { .. }) {
@@ -83,6 +90,43 @@ pub async fn cmd_add<O: NetOps>(
     }
 }
 
+/// Creates the veth pair; a leftover of ours in the way is removed first and the
+/// create tried again: the host side of an earlier ADD of the same container, or the
+/// pod side an earlier sandbox in this netns kept after its DEL (DEL leaves the link to
+/// the namespace's destruction). A pod-side interface that is not ours is an error.
+async fn create_veth_replacing<O: NetOps>(
+    ops: &mut O,
+    spec: &VethSpec,
+) -> Result<crate::netops::LinkInfo, CniError> {
+    // Host side, pod side, then the create that must work: at most three attempts.
+    for _ in 0..2 {
+        match ops.create_veth(spec).await {
+            Err(NetError::LinkExists(_)) => {
+                if ops.delete_link(&spec.host_name).await? {
+                    continue;
+                }
+                if ops
+                    .remove_stale_pod_link(&spec.netns, &spec.container_ifname)
+                    .await?
+                {
+                    continue;
+                }
+                return Err(CniError::new(
+                    code::KERNEL,
+                    format!(
+                        "interface {} already exists in {} and was not made by this plugin",
+                        spec.container_ifname,
+                        spec.netns.display()
+                    ),
+                    "",
+                ));
+            }
+            other => return Ok(other?),
+        }
+    }
+    Ok(ops.create_veth(spec).await?)
+}
+
 async fn wire_pod<O: NetOps>(
     ops: &mut O,
     env: &CniEnv,
@@ -104,22 +148,9 @@ async fn wire_pod<O: NetOps>(
         master: bridge.index,
         hairpin: conf.hairpin_mode,
         container_mac: pod_mac(ip),
+        host_mac: host_veth_mac(&env.container_id, &env.ifname),
     };
-    let host_link = match ops.create_veth(&spec).await {
-        // A veth left by an earlier ADD of the same container is replaced.
-        Err(NetError::LinkExists(_)) => {
-            if !ops.delete_link(host).await? {
-                // The host side was free: the clash is the pod-side name.
-                return Err(CniError::new(
-                    code::KERNEL,
-                    format!("interface {} already exists in {}", env.ifname, env.netns),
-                    "",
-                ));
-            }
-            ops.create_veth(&spec).await?
-        }
-        other => other?,
-    };
+    let host_link = create_veth_replacing(ops, &spec).await?;
     let pod_addr = PodAddress {
         address: with_prefix(ip, conf)?,
         gateway: conf.ipam.gateway,
@@ -159,13 +190,32 @@ async fn wire_pod<O: NetOps>(
     })
 }
 
-/// DEL: release the address and delete the host veth (which removes its peer).
-/// Anything already gone counts as deleted.
+/// DEL: release the address, set the host veth down (off the bridge's forwarding) and
+/// remove the pod's addresses (and with them its routes). The veth pair itself is left
+/// to the pod namespace's destruction, which the runtime does right after DEL: the
+/// kernel then removes both ends in its batched namespace cleanup, whereas deleting a
+/// veth here would wait ~20 ms for RCU grace periods. A later ADD replaces a leftover
+/// of ours ([`create_veth_replacing`]). Anything already gone (allocation, link,
+/// namespace) counts as done, so DEL can be repeated.
 pub async fn cmd_del<O: NetOps>(ops: &mut O, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let released = release(conf, env)?;
     let host = host_veth_name(&env.container_id, &env.ifname);
-    let deleted = ops.delete_link(&host).await?;
-    tracing::info!(container_id = %env.container_id, ?released, veth = %host, deleted, "pod network deleted");
+    let isolated = ops.isolate_link(&host).await?;
+    let mut removed = Vec::new();
+    if !env.netns.is_empty() {
+        match ops
+            .unconfigure_pod(Path::new(&env.netns), &env.ifname)
+            .await
+        {
+            Ok(addrs) => removed = addrs,
+            // The namespace is gone (or is no namespace any more): nothing left in it.
+            Err(e @ NetError::Netns { .. }) => {
+                tracing::debug!(container_id = %env.container_id, error = %e, "pod netns gone");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(container_id = %env.container_id, ?released, veth = %host, isolated, ?removed, "pod network deleted");
     Ok(())
 }
 
@@ -176,20 +226,36 @@ fn check_failed(msg: String) -> CniError {
 /// The `prevResult` of a CHECK/DEL config, if any (decoded as our result type).
 pub fn prev_result(stdin: &[u8]) -> Result<Option<CniResult>, CniError> {
     let v: serde_json::Value = serde_json::from_slice(stdin).map_err(|e| {
-        CniError::new(code::DECODING_FAILURE, "failed to decode network config", e.to_string())
+        CniError::new(
+            code::DECODING_FAILURE,
+            "failed to decode network config",
+            e.to_string(),
+        )
     })?;
     match v.get("prevResult") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(p) => serde_json::from_value(p.clone()).map(Some).map_err(|e| {
-            CniError::new(code::DECODING_FAILURE, "failed to decode prevResult", e.to_string())
+            CniError::new(
+                code::DECODING_FAILURE,
+                "failed to decode prevResult",
+                e.to_string(),
+            )
         }),
     }
 }
 
 /// CHECK against prevResult: the address in prevResult is ours (allocated to this
 /// container and interface) and the host veth it names matches ours.
-fn check_prev(prev: &CniResult, env: &CniEnv, want: Ipv4Network, host: &str) -> Result<(), CniError> {
-    let sandbox_if = prev.interfaces.iter().position(|i| i.name == env.ifname && i.sandbox.is_some());
+fn check_prev(
+    prev: &CniResult,
+    env: &CniEnv,
+    want: Ipv4Network,
+    host: &str,
+) -> Result<(), CniError> {
+    let sandbox_if = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == env.ifname && i.sandbox.is_some());
     let ip = prev
         .ips
         .iter()
@@ -201,9 +267,16 @@ fn check_prev(prev: &CniResult, env: &CniEnv, want: Ipv4Network, host: &str) -> 
             ip.address
         )));
     }
-    if let Some(i) = prev.interfaces.iter().find(|i| i.sandbox.is_none() && i.name.starts_with("veth")) {
+    if let Some(i) = prev
+        .interfaces
+        .iter()
+        .find(|i| i.sandbox.is_none() && i.name.starts_with("veth"))
+    {
         if i.name != host {
-            return Err(check_failed(format!("prevResult names host veth {}, expected {host}", i.name)));
+            return Err(check_failed(format!(
+                "prevResult names host veth {}, expected {host}",
+                i.name
+            )));
         }
     }
     Ok(())
@@ -298,7 +371,9 @@ pub async fn dispatch<O: NetOps>(
         "DEL" => cmd_del(ops, env, &conf).await.map(|_| None)?,
         "CHECK" => {
             let prev = prev_result(stdin)?;
-            cmd_check(ops, env, &conf, prev.as_ref()).await.map(|_| None)?
+            cmd_check(ops, env, &conf, prev.as_ref())
+                .await
+                .map(|_| None)?
         }
         "GC" => cmd_gc(stdin, &conf).map(|_| None)?,
         "STATUS" => None,
@@ -325,6 +400,8 @@ pub struct Outcome {
     pub stdout: String,
     /// 0 on success, 1 on a CNI error.
     pub exit_code: i32,
+    /// The error's message (for one stderr line), None on success.
+    pub error: Option<String>,
 }
 
 fn error_outcome(e: CniError, stdin: &[u8]) -> Outcome {
@@ -333,9 +410,15 @@ fn error_outcome(e: CniError, stdin: &[u8]) -> Outcome {
         .unwrap_or_else(|| "1.0.0".to_string());
     let e = e.with_version(&version);
     tracing::error!(code = e.code, msg = %e.msg, details = %e.details, "CNI error");
+    let error = if e.details.is_empty() {
+        format!("{} (CNI code {})", e.msg, e.code)
+    } else {
+        format!("{}: {} (CNI code {})", e.msg, e.details, e.code)
+    };
     Outcome {
         stdout: serde_json::to_string_pretty(&e).unwrap_or_default(),
         exit_code: 1,
+        error: Some(error),
     }
 }
 
@@ -363,8 +446,9 @@ pub fn run_plugin(
         if env.command == "VERSION" {
             return Ok(Some(version_json(stdin)));
         }
+        // I/O only (the netlink sockets): no timer or signal driver to set up.
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .enable_io()
             .build()
             .map_err(|e| CniError::new(code::KERNEL, "failed to start runtime", e.to_string()))?;
         rt.block_on(async {
@@ -376,6 +460,7 @@ pub fn run_plugin(
         Ok(out) => Outcome {
             stdout: out.unwrap_or_default(),
             exit_code: 0,
+            error: None,
         },
         Err(e) => error_outcome(e, stdin),
     }

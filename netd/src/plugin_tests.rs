@@ -78,6 +78,7 @@ fn add_wires_bridge_veth_and_pod_in_order() {
             master: 1,
             hairpin: true,
             container_mac: [0x0a, 0x58, 10, 244, 1, 2],
+            host_mac: host_veth_mac("pod-a", "eth0"),
         }),
         Call::ConfigurePod(
             NETNS.into(),
@@ -163,8 +164,19 @@ fn del_releases_and_is_idempotent() {
     run(&mut ops, &env("ADD", "a"), &conf).unwrap();
     let host = host_veth_name("a", "eth0");
     assert!(ops.links.contains(&host));
+    ops.calls.clear();
     assert_eq!(run(&mut ops, &env("DEL", "a"), &conf).unwrap(), None);
-    assert!(!ops.links.contains(&host));
+    // The host veth is set down, the pod's address removed; the pair itself is left to
+    // the namespace's destruction (no synchronous delete).
+    assert_eq!(
+        ops.calls,
+        vec![
+            Call::IsolateLink(host.clone()),
+            Call::UnconfigurePod(NETNS.into(), "eth0".into())
+        ]
+    );
+    assert!(ops.down.contains(&host));
+    assert!(ops.pod_addrs.is_empty());
     assert!(!tmp.path().join("minion/10.244.1.2").exists());
     // Second DEL, and DEL with no netns at all: success.
     assert_eq!(run(&mut ops, &env("DEL", "a"), &conf).unwrap(), None);
@@ -262,7 +274,10 @@ fn check_compares_against_prev_result() {
         v["prevResult"] = serde_json::from_str(prev).unwrap();
         v.to_string()
     };
-    assert_eq!(run(&mut ops, &env("CHECK", "a"), &with_prev(&result)).unwrap(), None);
+    assert_eq!(
+        run(&mut ops, &env("CHECK", "a"), &with_prev(&result)).unwrap(),
+        None
+    );
     let wrong = result.replace("10.244.1.2/24", "10.244.1.77/24");
     let err = run(&mut ops, &env("CHECK", "a"), &with_prev(&wrong)).unwrap_err();
     assert_eq!(err.code, code::CHECK_FAILED);
@@ -280,7 +295,49 @@ fn add_replaces_a_leftover_host_veth_once() {
     let host = host_veth_name("a", "eth0");
     ops.links.push(host.clone());
     run(&mut ops, &env("ADD", "a"), &conf_json(tmp.path(), "1.0.0")).unwrap();
-    let creates = ops.calls.iter().filter(|c| matches!(c, Call::CreateVeth(_))).count();
+    let creates = ops
+        .calls
+        .iter()
+        .filter(|c| matches!(c, Call::CreateVeth(_)))
+        .count();
     assert_eq!(creates, 2);
     assert!(ops.calls.contains(&Call::DeleteLink(host)));
+}
+
+#[test]
+fn del_with_the_netns_gone_releases_and_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ops = fake();
+    let conf = conf_json(tmp.path(), "1.0.0");
+    run(&mut ops, &env("ADD", "a"), &conf).unwrap();
+    ops.netns_present.clear();
+    assert_eq!(run(&mut ops, &env("DEL", "a"), &conf).unwrap(), None);
+    assert!(!tmp.path().join("minion/10.244.1.2").exists());
+}
+
+#[test]
+fn add_after_del_in_the_same_netns_replaces_the_leftover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ops = fake();
+    let conf = conf_json(tmp.path(), "1.0.0");
+    run(&mut ops, &env("ADD", "a"), &conf).unwrap();
+    run(&mut ops, &env("DEL", "a"), &conf).unwrap();
+    // Same sandbox again: its old host veth is in the way and is deleted.
+    ops.calls.clear();
+    run(&mut ops, &env("ADD", "a"), &conf).unwrap();
+    let host_a = host_veth_name("a", "eth0");
+    assert!(ops.calls.contains(&Call::DeleteLink(host_a.clone())));
+    run(&mut ops, &env("DEL", "a"), &conf).unwrap();
+    // Another sandbox in the same netns: the old pod-side eth0 is in the way.
+    ops.calls.clear();
+    run(&mut ops, &env("ADD", "b"), &conf).unwrap();
+    assert!(ops
+        .calls
+        .contains(&Call::RemoveStalePodLink(NETNS.into(), "eth0".into())));
+    assert!(
+        !ops.links.contains(&host_a),
+        "the pair went with its pod side"
+    );
+    assert!(ops.links.contains(&host_veth_name("b", "eth0")));
+    assert_eq!(ops.pod_links.len(), 1);
 }

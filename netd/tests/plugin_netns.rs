@@ -125,7 +125,9 @@ fn add_check_ping_del() {
         "node cannot ping pod a after re-ADD"
     );
 
-    // DEL removes veth and allocation; a second DEL also succeeds; CHECK then fails.
+    // DEL releases the allocation, sets the host veth down and strips the pod's
+    // address and routes; the pair itself goes with the pod netns. A second DEL also
+    // succeeds; CHECK then fails.
     let del = verb(&node, "DEL", "pod-a", &pod_a.path(), &config);
     assert!(
         del.success && del.stdout.is_empty(),
@@ -133,14 +135,10 @@ fn add_check_ping_del() {
         del.stdout,
         del.stderr
     );
-    assert!(
-        !node.exec(&["ip", "link", "show", &veth]).status.success(),
-        "veth still there"
-    );
-    assert!(
-        !pod_a.exec(&["ip", "link", "show", "eth0"]).status.success(),
-        "eth0 still in pod"
-    );
+    assert_host_veth_isolated(&node, &veth);
+    assert_pod_unconfigured(&pod_a);
+    let answered = node.exec(&["/bin/busybox", "ping", "-c1", "-W1", "10.244.41.2"]);
+    assert!(!answered.status.success(), "pod a still answers after DEL");
     assert!(!ipam_file(dir.path(), "10.244.41.2").exists());
     assert!(verb(&node, "DEL", "pod-a", &pod_a.path(), &config).success);
     let check = verb(&node, "CHECK", "pod-a", &pod_a.path(), &config);
@@ -150,6 +148,166 @@ fn add_check_ping_del() {
         ping(&node, strip_prefix(ip_b)),
         "pod b lost connectivity after DEL of a"
     );
+}
+
+/// The host veth exists, is down and has no carrier on the bridge.
+fn assert_host_veth_isolated(node: &Netns, veth: &str) {
+    let link = node.sh(&["ip", "-o", "link", "show", veth]);
+    assert!(
+        link.contains("state DOWN") && !link.contains(",UP"),
+        "host veth not down: {link}"
+    );
+}
+
+/// The pod's eth0 (if still there) has no IPv4 address and the pod has no IPv4 route.
+fn assert_pod_unconfigured(pod: &Netns) {
+    let addrs = pod.sh(&["ip", "-o", "-4", "addr", "show"]);
+    assert!(
+        addrs.lines().all(|l| !l.contains("eth0")),
+        "pod address left: {addrs}"
+    );
+    let routes = pod.sh(&["ip", "-4", "route", "show", "table", "main"]);
+    assert!(routes.trim().is_empty(), "pod routes left: {routes}");
+}
+
+/// Polls (bounded: 100 x 50 ms) until `veth` is gone from `node`.
+fn wait_link_gone(node: &Netns, veth: &str) -> bool {
+    for _ in 0..100 {
+        if !node.exec(&["ip", "link", "show", veth]).status.success() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+fn host_veth(result: &serde_json::Value) -> String {
+    result["interfaces"][1]["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// After DEL the veth pair stays until the runtime deletes the pod netns; then the
+/// kernel removes both ends.
+#[test]
+fn deleting_the_pod_netns_after_del_removes_the_host_veth() {
+    if !require_root() {
+        return;
+    }
+    let node = Netns::new("node");
+    let mut pod = Netns::new("pod");
+    let dir = data_dir();
+    let config = netd_config("10.244.45.0/24", dir.path());
+    let veth = host_veth(&add(&node, &pod, "gone-later", &config));
+    assert!(verb(&node, "DEL", "gone-later", &pod.path(), &config).success);
+    assert_host_veth_isolated(&node, &veth);
+    let path = pod.path();
+    pod.delete();
+    assert!(
+        wait_link_gone(&node, &veth),
+        "host veth {veth} outlived its pod netns by 5 s"
+    );
+    assert!(verb(&node, "DEL", "gone-later", &path, &config).success);
+}
+
+/// A sandbox restarting in the same netns: ADD after DEL, with the same container ID
+/// (its old host veth is in the way) and with another one (its old pod-side eth0 is).
+/// The address an old, kept interface held can go to another pod, which answers.
+#[test]
+fn add_after_del_in_the_same_netns_and_address_reuse() {
+    if !require_root() {
+        return;
+    }
+    let node = Netns::new("node");
+    let (pod, other) = (Netns::new("pod"), Netns::new("pod"));
+    let dir = data_dir();
+    let config = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "minion", "type": "minion-netd", "bridge": "cni0",
+        "isGateway": true, "hairpinMode": true,
+        "ipam": {"subnet": "10.244.46.0/24", "rangeStart": "10.244.46.10",
+                 "rangeEnd": "10.244.46.11", "dataDir": dir.path().display().to_string()}
+    })
+    .to_string();
+    let first = add(&node, &pod, "restart", &config);
+    assert_eq!(first["ips"][0]["address"], "10.244.46.10/24");
+    assert!(verb(&node, "DEL", "restart", &pod.path(), &config).success);
+    let again = add(&node, &pod, "restart", &config);
+    assert_eq!(again["ips"][0]["address"], "10.244.46.11/24");
+    assert_eq!(host_veth(&again), host_veth(&first));
+    assert!(ping(&node, "10.244.46.11"), "pod unreachable after re-ADD");
+    assert!(verb(&node, "DEL", "restart", &pod.path(), &config).success);
+
+    let next = add(&node, &pod, "restart-2", &config);
+    assert!(ping(
+        &node,
+        next["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+    ));
+    assert!(
+        !node
+            .exec(&["ip", "link", "show", &host_veth(&first)])
+            .status
+            .success(),
+        "the old pair outlived the re-ADD that replaced its pod side"
+    );
+    let eth0 = pod.sh(&["ip", "-o", "link", "show", "eth0"]);
+    assert!(
+        eth0.contains(next["interfaces"][2]["mac"].as_str().unwrap()),
+        "{eth0}"
+    );
+    assert!(verb(&node, "DEL", "restart-2", &pod.path(), &config).success);
+
+    // Both addresses free, both old pairs still in `pod` (down, no address): a new pod
+    // in another netns gets one and is the one that answers.
+    let reuse = add(&node, &other, "reuse", &config);
+    let ip = reuse["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(ping(&node, &ip), "reused address {ip} unreachable");
+    assert!(
+        ping(&other, "10.244.46.1"),
+        "new pod cannot reach the gateway"
+    );
+    assert_pod_unconfigured(&pod);
+
+    // An interface by that name that is not ours is not replaced.
+    let mut foreign = Netns::new("pod");
+    foreign.sh(&[
+        "ip",
+        "link",
+        "add",
+        "eth0",
+        "address",
+        "02:00:00:00:00:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0p",
+    ]);
+    let out = verb(&node, "ADD", "foreign", &foreign.path(), &config);
+    assert!(!out.success, "ADD replaced a foreign eth0: {}", out.stdout);
+    assert!(
+        out.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("not made by this plugin"),
+        "{}",
+        out.stdout
+    );
+    assert!(foreign
+        .sh(&["ip", "-o", "link", "show", "eth0"])
+        .contains("eth0"));
+    foreign.delete();
 }
 
 #[test]
@@ -332,27 +490,51 @@ fn exhaustion_status_and_gc() {
     assert_eq!(a["ips"][0]["address"], "10.244.44.10/24");
 
     let out = verb(&node, "ADD", "full", &pod_b.path(), &text);
-    assert!(!out.success, "ADD into a full range succeeded: {}", out.stdout);
+    assert!(
+        !out.success,
+        "ADD into a full range succeeded: {}",
+        out.stdout
+    );
     let e = out.json();
     assert_eq!(e["code"], 102, "{e}");
-    assert!(e["msg"].as_str().is_some_and(|m| m.contains("10.244.44.10")), "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("10.244.44.10")),
+        "{e}"
+    );
     let links = node.sh(&["ip", "-o", "link", "show"]);
     assert_eq!(links.matches("veth").count(), 1, "a veth leaked: {links}");
-    assert!(pod_b.sh(&["ip", "-o", "link", "show"]).lines().all(|l| !l.contains("eth0")));
+    assert!(pod_b
+        .sh(&["ip", "-o", "link", "show"])
+        .lines()
+        .all(|l| !l.contains("eth0")));
 
     let out = verb(&node, "STATUS", "", "", &text);
-    assert!(out.success && out.stdout.trim().is_empty(), "STATUS: {} {}", out.stdout, out.stderr);
+    assert!(
+        out.success && out.stdout.trim().is_empty(),
+        "STATUS: {} {}",
+        out.stdout,
+        out.stderr
+    );
 
     let mut gc = config.clone();
-    gc["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": "only", "ifname": "eth0"}]);
+    gc["cni.dev/valid-attachments"] =
+        serde_json::json!([{"containerID": "only", "ifname": "eth0"}]);
     let out = verb(&node, "GC", "", "", &gc.to_string());
     assert!(out.success, "GC: {} {}", out.stdout, out.stderr);
-    assert!(ipam_file(dir.path(), "10.244.44.10").exists(), "GC released a valid attachment");
+    assert!(
+        ipam_file(dir.path(), "10.244.44.10").exists(),
+        "GC released a valid attachment"
+    );
 
     gc["cni.dev/valid-attachments"] = serde_json::json!([]);
     let out = verb(&node, "GC", "", "", &gc.to_string());
     assert!(out.success, "GC: {} {}", out.stdout, out.stderr);
-    assert!(!ipam_file(dir.path(), "10.244.44.10").exists(), "GC kept a stale attachment");
+    assert!(
+        !ipam_file(dir.path(), "10.244.44.10").exists(),
+        "GC kept a stale attachment"
+    );
     // The freed address serves the next pod.
     let b = add(&node, &pod_b, "next", &text);
     assert_eq!(b["ips"][0]["address"], "10.244.44.10/24");
