@@ -49,8 +49,8 @@ enum Command {
     },
     /// Run the node network daemon: host-gw routes to every other node's podCIDR via
     /// its InternalIP (marked `proto 109`), this node's CNI config, egress masquerade
-    /// (nat chain MINION-NETD-MASQ), start-up IPAM garbage collection, /healthz and
-    /// /metrics. Works in the network namespace it is started in.
+    /// (nat chain MINION-NETD-MASQ), start-up IPAM garbage collection, a sweep of stale
+    /// pod veths every 60 s, /healthz and /metrics. Works in the network namespace it is started in.
     Daemon(DaemonArgs),
 }
 
@@ -83,8 +83,8 @@ struct DaemonArgs {
     /// Serve /healthz and /metrics on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// Do not release allocations of vanished sandboxes at start (use when another
-    /// IPAM plugin, e.g. host-local, owns the data dir).
+    /// Do not release allocations of vanished sandboxes at start nor sweep stale pod
+    /// veths (use when another plugin, e.g. bridge + host-local, owns the data dir).
     #[arg(long)]
     skip_ipam_gc: bool,
     /// Full reconcile interval in seconds.

@@ -20,7 +20,7 @@ use rtnetlink::{
     LinkVeth, RouteMessageBuilder,
 };
 
-use crate::netops::{bridge_mac, is_pod_mac, LinkInfo, NetError, NetOps, PodAddress, VethSpec};
+use crate::netops::{bridge_mac, is_pod_mac, HostLink, LinkInfo, NetError, NetOps, PodAddress, VethSpec};
 
 const EEXIST: i32 = libc::EEXIST;
 const ENODEV: i32 = libc::ENODEV;
@@ -305,6 +305,20 @@ async fn remove_if_ours(handle: Handle, ifname: String) -> Result<bool, NetError
     }
 }
 
+fn to_host_link(msg: &LinkMessage) -> HostLink {
+    let info = to_info(msg);
+    HostLink {
+        name: info.name,
+        index: info.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        master: msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Controller(m) => Some(*m),
+            _ => None,
+        }),
+        veth: is_kind(msg, &InfoKind::Veth),
+    }
+}
+
 impl NetOps for NetlinkOps {
     async fn ensure_bridge(
         &mut self,
@@ -451,5 +465,25 @@ impl NetOps for NetlinkOps {
     async fn remove_stale_pod_link(&mut self, netns: &Path, ifname: &str) -> Result<bool, NetError> {
         let ifname = ifname.to_string();
         in_netns(netns, move |h| remove_if_ours(h, ifname)).await
+    }
+
+    async fn host_links(&mut self) -> Result<Vec<HostLink>, NetError> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list links", "node namespace"))?;
+        Ok(msgs.iter().map(to_host_link).collect())
+    }
+
+    async fn delete_link_index(&mut self, index: u32, name: &str) -> Result<bool, NetError> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == ENODEV => Ok(false),
+            Err(e) => Err(nl("delete link", format!("{name} (ifindex {index})"))(e)),
+        }
     }
 }

@@ -71,6 +71,21 @@ pub struct LinkInfo {
     pub mac: Vec<u8>,
 }
 
+/// A node-side link as a link dump shows it (for the stale-veth sweep).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLink {
+    /// Interface name.
+    pub name: String,
+    /// ifindex in the node's namespace.
+    pub index: u32,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// ifindex of its master (bridge), None when detached.
+    pub master: Option<u32>,
+    /// True for a veth.
+    pub veth: bool,
+}
+
 /// A veth pair to create: host side on the node, peer directly inside the pod's netns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VethSpec {
@@ -182,6 +197,12 @@ pub trait NetOps {
     /// not ours.
     async fn remove_stale_pod_link(&mut self, netns: &Path, ifname: &str)
         -> Result<bool, NetError>;
+    /// Every link of the node's namespace (one dump).
+    async fn host_links(&mut self) -> Result<Vec<HostLink>, NetError>;
+    /// Deletes the node-side link with ifindex `index` (`name` is for errors): by
+    /// index, so a link re-created under the same name since it was listed is not
+    /// touched. Ok(false) when it no longer exists.
+    async fn delete_link_index(&mut self, index: u32, name: &str) -> Result<bool, NetError>;
 }
 
 /// True when `mac` is one [`pod_mac`] gives (the prefix this plugin puts on pod
@@ -213,6 +234,10 @@ pub enum Call {
     UnconfigurePod(PathBuf, String),
     /// remove_stale_pod_link(netns, ifname)
     RemoveStalePodLink(PathBuf, String),
+    /// host_links()
+    HostLinks,
+    /// delete_link_index(index, name)
+    DeleteLinkIndex(u32, String),
 }
 
 /// A fake [`NetOps`] that records calls and keeps a tiny model of node links and pod
@@ -231,6 +256,8 @@ pub struct RecordingOps {
     pub pod_links: Vec<(PathBuf, String, String)>,
     /// Node-side links that were set down.
     pub down: Vec<String>,
+    /// What `host_links` returns (a link dump; `delete_link_index` removes from it).
+    pub dump: Vec<HostLink>,
 }
 
 impl RecordingOps {
@@ -389,6 +416,21 @@ impl NetOps for RecordingOps {
         let (_, _, host) = self.pod_links.remove(pos);
         self.links.retain(|l| *l != host);
         self.down.retain(|l| *l != host);
+        Ok(true)
+    }
+
+    async fn host_links(&mut self) -> Result<Vec<HostLink>, NetError> {
+        self.calls.push(Call::HostLinks);
+        Ok(self.dump.clone())
+    }
+
+    async fn delete_link_index(&mut self, index: u32, name: &str) -> Result<bool, NetError> {
+        self.calls.push(Call::DeleteLinkIndex(index, name.to_string()));
+        let Some(pos) = self.dump.iter().position(|l| l.index == index) else {
+            return Ok(false);
+        };
+        let gone = self.dump.remove(pos);
+        self.links.retain(|l| *l != gone.name);
         Ok(true)
     }
 }

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub routes_installed: AtomicU64,
     /// Allocations released by the start-up GC.
     pub ipam_gc_released: AtomicU64,
+    /// Stale pod veths (down, no allocation) removed by the sweep.
+    pub stale_veths_removed: AtomicU64,
     /// Times the CNI config file was (re)written.
     pub cni_config_writes: AtomicU64,
     /// Node watch events seen.
@@ -34,13 +36,14 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64, &str); 8] = [
+        let rows: [(&str, &str, &AtomicU64, &str); 9] = [
             ("minion_netd_reconciles_total", "counter", &self.reconciles, "Route reconciles run."),
             ("minion_netd_reconcile_errors_total", "counter", &self.reconcile_errors, "Route reconciles that failed."),
             ("minion_netd_routes_added_total", "counter", &self.routes_added, "Pod routes added."),
             ("minion_netd_routes_deleted_total", "counter", &self.routes_deleted, "Pod routes deleted."),
             ("minion_netd_routes_installed", "gauge", &self.routes_installed, "Pod routes to other nodes installed now."),
             ("minion_netd_ipam_gc_released_total", "counter", &self.ipam_gc_released, "IP allocations released by garbage collection."),
+            ("minion_netd_stale_veths_removed_total", "counter", &self.stale_veths_removed, "Stale pod veths (down, no IP allocation) removed."),
             ("minion_netd_cni_config_writes_total", "counter", &self.cni_config_writes, "Times the CNI config file was written."),
             ("minion_netd_node_events_total", "counter", &self.node_events, "Node watch events seen."),
         ];

@@ -2,8 +2,9 @@
 //! keeps a host-gw route to every other node's podCIDR via its InternalIP
 //! ([`routes`]), writes this node's CNI config once its Node has a podCIDR, programs
 //! the egress masquerade rule for this node's pod subnet ([`masq`]), releases IP
-//! allocations of vanished sandboxes at start ([`gc`]) and serves `/healthz` and
-//! `/metrics` ([`metrics`]).
+//! allocations of vanished sandboxes at start ([`gc`]), removes pod veths a CNI DEL
+//! left behind when their netns was never deleted ([`veth_sweep`]) and serves
+//! `/healthz` and `/metrics` ([`metrics`]).
 
 pub mod gc;
 pub mod masq;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod route_netlink;
 pub mod routes;
+pub mod veth_sweep;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,8 +55,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Interval of full reconciles even without events.
     pub resync: Duration,
-    /// Garbage-collect allocations of vanished sandboxes at start (off when another
-    /// IPAM plugin owns the data dir).
+    /// Garbage-collect allocations of vanished sandboxes at start and sweep stale pod
+    /// veths periodically (off when another plugin owns the data dir and the veths).
     pub ipam_gc: bool,
 }
 
@@ -91,7 +93,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Ok(links) => start_gc(&config, &metrics, |veth| links.iter().any(|l| l == veth)),
         Err(error) => tracing::warn!(%error, "IPAM garbage collection skipped"),
     }
-    run_with(client, ops, config, metrics, shutdown).await
+    let sweep = config.ipam_gc.then(|| start_sweep(&config, &metrics)).flatten();
+    let result = run_with(client, ops, config, metrics, shutdown).await;
+    if let Some(s) = sweep {
+        s.abort();
+    }
+    result
+}
+
+/// Starts the periodic stale-veth sweep (after the start-up GC, so its first pass
+/// sees the allocations that GC kept).
+fn start_sweep(config: &Config, metrics: &Arc<Metrics>) -> Option<tokio::task::JoinHandle<()>> {
+    let ops = match crate::netlink::NetlinkOps::connect(std::path::Path::new("/proc/sys")) {
+        Ok(ops) => ops,
+        Err(error) => {
+            tracing::warn!(%error, "stale veth sweep disabled");
+            return None;
+        }
+    };
+    Some(tokio::spawn(veth_sweep::run_periodic(
+        ops,
+        config.data_dir.join(&config.network),
+        config.bridge.clone(),
+        metrics.clone(),
+        veth_sweep::SWEEP_INTERVAL,
+    )))
 }
 
 /// Like [`run`] with a given client, route seam and metrics (tests pass fakes).
