@@ -7,10 +7,15 @@
 //! wrong-namespace NXDOMAIN, the hit, an AAAA NODATA and an external-name
 //! candidate). For each: the highest QPS dnsperf reaches, and p50/p99 latency at a
 //! fixed 20k QPS (`dnsperf -Q 20000 -v`, per-query latencies). Medians over rounds.
+//! At the fixed rate it also reads the scheduler's counters
+//! (`/proc/<pid>/task/*/schedstat`) of the server's serving threads and of dnsperf,
+//! per query: CPU time, time spent runnable but waiting for a CPU (the run-queue
+//! wait that bounds the tail on a loaded machine), and how often they were run.
 //!
 //! Env: `DNSPERF_SECONDS` (per run, default 4), `DNSPERF_ROUNDS` (default 3),
 //! `DNSD_WORKERS` (default 2, like unbound's 2 threads).
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -229,14 +234,98 @@ struct Figures {
     lost: f64,
     p50_us: f64,
     p99_us: f64,
+    /// At the fixed rate, per query: the server threads' CPU time, their run-queue
+    /// wait, how often they were put on a CPU, and dnsperf's run-queue wait (µs).
+    server_cpu_us: f64,
+    server_wait_us: f64,
+    server_runs: f64,
+    client_wait_us: f64,
 }
 
-fn dnsperf(
+/// Scheduler counters summed over threads (`/proc/<pid>/task/*/schedstat`: time on
+/// CPU, time runnable but waiting on a run queue, times run).
+#[derive(Debug, Clone, Copy, Default)]
+struct Sched {
+    cpu_ns: u64,
+    wait_ns: u64,
+    runs: u64,
+}
+
+impl Sched {
+    /// The threads of `pid` whose name starts with `prefix`.
+    fn of(pid: u32, prefix: &str) -> Self {
+        Self::per_thread(pid, prefix)
+            .values()
+            .fold(Self::default(), |total, t| total.plus(*t))
+    }
+
+    /// The same, by thread id.
+    fn per_thread(pid: u32, prefix: &str) -> HashMap<String, Self> {
+        let mut threads = HashMap::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return threads;
+        };
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with(prefix) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            let v: Vec<u64> = stat
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if let [cpu_ns, wait_ns, runs] = v[..] {
+                let tid = task.file_name().to_string_lossy().into_owned();
+                threads.insert(
+                    tid,
+                    Self {
+                        cpu_ns,
+                        wait_ns,
+                        runs,
+                    },
+                );
+            }
+        }
+        threads
+    }
+
+    fn plus(self, other: Self) -> Self {
+        Self {
+            cpu_ns: self.cpu_ns + other.cpu_ns,
+            wait_ns: self.wait_ns + other.wait_ns,
+            runs: self.runs + other.runs,
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            cpu_ns: self.cpu_ns.saturating_sub(before.cpu_ns),
+            wait_ns: self.wait_ns.saturating_sub(before.wait_ns),
+            runs: self.runs.saturating_sub(before.runs),
+        }
+    }
+}
+
+/// The server under test: its address and how to find its serving threads.
+#[derive(Debug, Clone, Copy)]
+struct Target {
     addr: SocketAddr,
-    data: &Path,
-    seconds: u64,
-    fixed: bool,
-) -> Result<(f64, f64, Vec<f64>)> {
+    pid: u32,
+    threads: &'static str,
+}
+
+/// One dnsperf run: QPS, lost, sorted latencies (µs), queries sent, and dnsperf's own
+/// scheduler counters (sampled until it exits).
+struct Run {
+    qps: f64,
+    lost: f64,
+    latencies: Vec<f64>,
+    sent: f64,
+    client: Sched,
+}
+
+fn dnsperf(addr: SocketAddr, data: &Path, seconds: u64, fixed: bool, out: &Path) -> Result<Run> {
     let mut cmd = Command::new("dnsperf");
     cmd.args(["-s", "127.0.0.1", "-p", &addr.port().to_string()])
         .arg("-d")
@@ -256,11 +345,28 @@ fn dnsperf(
     if fixed {
         cmd.args(["-Q", FIXED_QPS, "-v"]);
     }
-    let out = cmd
+    let mut child = cmd
+        .stdout(std::fs::File::create(out)?)
         .stderr(Stdio::null())
-        .output()
+        .spawn()
         .context("run dnsperf (apt-get install dnsperf)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let deadline = Instant::now() + Duration::from_secs(seconds + 30);
+    // Threads that exit leave /proc: keep each one's last reading.
+    let mut threads = HashMap::new();
+    loop {
+        let sample = Sched::per_thread(child.id(), "");
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        threads.extend(sample);
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("dnsperf did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(out)?;
     let field = |label: &str| -> f64 {
         text.lines()
             .find(|l| l.trim_start().starts_with(label))
@@ -270,7 +376,9 @@ fn dnsperf(
             .unwrap_or(0.0)
     };
     let qps = field("Queries per second");
-    let lost = field("Queries lost");
+    let client = threads
+        .values()
+        .fold(Sched::default(), |total, t| total.plus(*t));
     let mut latencies: Vec<f64> = text
         .lines()
         .filter(|l| l.starts_with("> "))
@@ -281,7 +389,13 @@ fn dnsperf(
     if qps == 0.0 {
         bail!("dnsperf printed no QPS:\n{text}");
     }
-    Ok((qps, lost, latencies))
+    Ok(Run {
+        qps,
+        lost: field("Queries lost"),
+        latencies,
+        sent: field("Queries sent"),
+        client,
+    })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -292,14 +406,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn measure(addr: SocketAddr, data: &Path, seconds: u64) -> Result<Figures> {
-    let (qps, lost, _) = dnsperf(addr, data, seconds, false)?;
-    let (_, _, lat) = dnsperf(addr, data, seconds, true)?;
+fn measure(target: Target, data: &Path, seconds: u64, out: &Path) -> Result<Figures> {
+    let top = dnsperf(target.addr, data, seconds, false, out)?;
+    let before = Sched::of(target.pid, target.threads);
+    let fixed = dnsperf(target.addr, data, seconds, true, out)?;
+    let server = Sched::of(target.pid, target.threads).since(before);
+    let per_query = |ns: u64| ns as f64 / 1e3 / fixed.sent.max(1.0);
     Ok(Figures {
-        qps,
-        lost,
-        p50_us: percentile(&lat, 0.50),
-        p99_us: percentile(&lat, 0.99),
+        qps: top.qps,
+        lost: top.lost,
+        p50_us: percentile(&fixed.latencies, 0.50),
+        p99_us: percentile(&fixed.latencies, 0.99),
+        server_cpu_us: per_query(server.cpu_ns),
+        server_wait_us: per_query(server.wait_ns),
+        server_runs: server.runs as f64 / fixed.sent.max(1.0),
+        client_wait_us: per_query(fixed.client.wait_ns),
     })
 }
 
@@ -315,6 +436,10 @@ fn summarize(rounds: &[Figures]) -> Figures {
         lost: pick(|f| f.lost),
         p50_us: pick(|f| f.p50_us),
         p99_us: pick(|f| f.p99_us),
+        server_cpu_us: pick(|f| f.server_cpu_us),
+        server_wait_us: pick(|f| f.server_wait_us),
+        server_runs: pick(|f| f.server_runs),
+        client_wait_us: pick(|f| f.client_wait_us),
     }
 }
 
@@ -336,20 +461,30 @@ fn main() -> Result<()> {
     micro(records.clone())?;
     let handler = DnsHandler::new(records, None);
     let server = runtime.block_on(DnsServer::bind("127.0.0.1:0".parse()?, workers, handler))?;
-    let dnsd = server.local_addr();
+    let dnsd = Target {
+        addr: server.local_addr(),
+        pid: std::process::id(),
+        threads: "dnsd-udp",
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = runtime.spawn(server.serve(async move {
         let _ = stopped.await;
     }));
-    wait_answering(dnsd)?;
+    wait_answering(dnsd.addr)?;
     let unbound = start_unbound(dir.path())?;
+    let them = Target {
+        addr: unbound.addr,
+        pid: unbound.child.id(),
+        threads: "",
+    };
+    let out = dir.path().join("dnsperf.out");
 
     println!("dnsperf: {SERVICES} names, {seconds}s per run, {rounds} rounds, dnsd {workers} UDP workers, unbound 2 threads");
     for (mix, data) in [("all hits", &hits), ("ndots:5 walk", &walk)] {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            ours.push(measure(dnsd, data, seconds)?);
-            theirs.push(measure(unbound.addr, data, seconds)?);
+            ours.push(measure(dnsd, data, seconds, &out)?);
+            theirs.push(measure(them, data, seconds, &out)?);
         }
         let (o, t) = (summarize(&ours), summarize(&theirs));
         for (who, f) in [("minion-dnsd", o), ("unbound", t)] {
@@ -359,6 +494,13 @@ fn main() -> Result<()> {
             );
         }
         println!("  {mix:<13} ratio dnsd/unbound QPS: {:.2}x", o.qps / t.qps);
+        for (who, f) in [("minion-dnsd", o), ("unbound", t)] {
+            println!(
+                "  {mix:<13} {who:<12} per query at 20k: server CPU {:>5.1} us, run-queue wait {:>5.1} us, \
+                 {:.2} runs; dnsperf run-queue wait {:>5.1} us",
+                f.server_cpu_us, f.server_wait_us, f.server_runs, f.client_wait_us
+            );
+        }
     }
     drop(unbound);
     let _ = stop.send(());

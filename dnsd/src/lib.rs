@@ -11,9 +11,10 @@
 //! Layout: [`records`] (the zone snapshot), [`build`] (Namespaces/Services/Endpoints →
 //! records), [`index`] (the snapshot pre-encoded for the wire), [`wire`] (one request
 //! packet → one response), [`answer`] (the same semantics on hickory types, the
-//! reference the wire path is tested against), [`server`] (UDP workers and TCP),
-//! [`forward`] + [`cache`] (out-of-zone upstreams), [`watch`] (API watches),
-//! [`register`] (kube-dns Endpoints), [`peers`] (dead replicas leave kube-dns),
+//! reference the wire path is tested against), [`server`] (sockets and TCP), `udp`
+//! (the batched UDP workers), [`forward`] + [`cache`] (out-of-zone upstreams),
+//! [`watch`] (API watches), [`register`] (kube-dns Endpoints), [`peers`] (dead
+//! replicas leave kube-dns),
 //! `fuzz` (the mutation fuzzer over the request path; built for tests and with the
 //! `fuzz` feature only).
 
@@ -28,6 +29,7 @@ pub mod peers;
 pub mod records;
 pub mod register;
 pub mod server;
+mod udp;
 pub mod watch;
 pub mod wire;
 

@@ -1,13 +1,13 @@
 //! The DNS server of the cluster (the CoreDNS role behind the `kube-dns` Service).
 //!
 //! UDP is served by several worker threads, each on its own `SO_REUSEPORT` socket
-//! bound to the same address (the kernel spreads clients over them), each reusing
-//! one receive and one send buffer; TCP (RFC 7766 framing) by a tokio task per
-//! connection. Every request is answered by [`crate::wire::respond`] from the current
-//! [`Records`] snapshot, which lives in an `ArcSwap`: the watch task replaces it
-//! while queries keep being answered, without locks. Names outside the zone go to
-//! the [`Forwarder`]: a cache hit is answered on the worker thread, a miss on the
-//! tokio runtime.
+//! bound to the same address (the kernel spreads clients over them), each batching
+//! with `recvmmsg`/`sendmmsg` over preallocated buffers (`crate::udp`); TCP (RFC 7766
+//! framing) by a tokio task per connection. Every request is answered by
+//! [`crate::wire::respond`] from the current [`Records`] snapshot, which lives in an
+//! `ArcSwap`: the watch task replaces it while queries keep being answered, without
+//! locks. Names outside the zone go to the [`Forwarder`]: a cache hit is answered on
+//! the worker thread, a miss on the tokio runtime.
 
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::forward::Forwarder;
 use crate::records::Records;
+use crate::udp;
 use crate::wire::{self, code_reply, Action, Rcode};
 
 /// Idle timeout of a TCP connection.
@@ -32,8 +33,6 @@ const MAX_TCP_CONNECTIONS: usize = 1024;
 const UDP_POLL: Duration = Duration::from_millis(100);
 /// Attempts to find a port free for both UDP and TCP when asked for port 0.
 const PORT_ZERO_ATTEMPTS: usize = 20;
-/// Receive buffer of a UDP worker (the largest UDP message).
-const UDP_BUFFER: usize = 65535;
 /// Most forwarded UDP queries waiting for an upstream at once; beyond, queries are
 /// dropped (the client retries) instead of piling up tasks.
 const MAX_INFLIGHT_FORWARDS: usize = 4096;
@@ -86,10 +85,11 @@ pub struct DnsHandler {
 }
 
 /// One forwarded query in flight; releases its slot on drop.
-struct Inflight(Arc<AtomicUsize>);
+pub(crate) struct Inflight(Arc<AtomicUsize>);
 
 impl Inflight {
-    fn acquire(counter: &Arc<AtomicUsize>) -> Option<Self> {
+    /// A slot, unless `MAX_INFLIGHT_FORWARDS` are taken.
+    pub(crate) fn acquire(counter: &Arc<AtomicUsize>) -> Option<Self> {
         if counter.fetch_add(1, Ordering::Relaxed) >= MAX_INFLIGHT_FORWARDS {
             counter.fetch_sub(1, Ordering::Relaxed);
             return None;
@@ -138,8 +138,13 @@ impl DnsHandler {
         self.forwarder.as_ref()?.resolve(packet, tcp).await
     }
 
-    fn forwarder(&self) -> Option<Arc<Forwarder>> {
+    pub(crate) fn forwarder(&self) -> Option<Arc<Forwarder>> {
         self.forwarder.clone()
+    }
+
+    /// The count of forwarded UDP queries in flight.
+    pub(crate) fn inflight(&self) -> &Arc<AtomicUsize> {
+        &self.inflight
     }
 }
 
@@ -216,7 +221,7 @@ impl DnsServer {
             let (handler, stop, runtime) = (self.handler.clone(), stop.clone(), runtime.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("dnsd-udp-{i}"))
-                .spawn(move || udp_worker(socket, handler, stop, runtime))
+                .spawn(move || udp::worker(socket, handler, stop, runtime))
                 .map_err(|source| ServerError::Worker { addr, source })?;
             threads.push(thread);
         }
@@ -251,62 +256,6 @@ fn reuseport_udp(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
     socket.bind(&addr.into()).map_err(err)?;
     socket.set_read_timeout(Some(UDP_POLL)).map_err(err)?;
     Ok(socket.into())
-}
-
-fn udp_worker(
-    socket: UdpSocket,
-    handler: Arc<DnsHandler>,
-    stop: Arc<AtomicBool>,
-    runtime: tokio::runtime::Handle,
-) {
-    let socket = Arc::new(socket);
-    let mut buf = vec![0u8; UDP_BUFFER];
-    let mut out = Vec::with_capacity(wire::CLASSIC_UDP_SIZE * 2);
-    while !stop.load(Ordering::Relaxed) {
-        let (len, src) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(error) => {
-                tracing::debug!(%error, "udp receive failed");
-                continue;
-            }
-        };
-        let packet = &buf[..len];
-        match handler.handle(packet, false, &mut out) {
-            Handled::Reply => send(&socket, &out, src),
-            Handled::Drop => {}
-            Handled::Forward => {
-                let (Some(forwarder), Some(slot)) =
-                    (handler.forwarder(), Inflight::acquire(&handler.inflight))
-                else {
-                    tracing::debug!(%src, "too many forwarded queries in flight, dropped");
-                    continue;
-                };
-                let (packet, socket) = (packet.to_vec(), socket.clone());
-                runtime.spawn(async move {
-                    if let Some(reply) = forwarder.resolve(&packet, false).await {
-                        send(&socket, &reply, src);
-                    }
-                    drop(slot);
-                });
-            }
-        }
-    }
-}
-
-fn send(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
-    if let Err(error) = socket.send_to(reply, to) {
-        tracing::debug!(%error, %to, "udp send failed");
-    }
 }
 
 async fn tcp_accept(listener: TcpListener, handler: Arc<DnsHandler>) {

@@ -271,3 +271,59 @@ async fn dig_over_udp_and_tcp() -> Result<()> {
     assert!(refused.contains("status: REFUSED"), "{refused}");
     server.shutdown().await
 }
+
+/// Bursts from several clients, mixing answers, FORMERR (a header claiming one
+/// question and carrying none) and dropped datagrams (shorter than a header): the
+/// batched UDP path answers each request once, to its own sender, with its id.
+#[tokio::test]
+async fn udp_bursts_answer_each_request_to_its_sender() -> Result<()> {
+    const CLIENTS: u16 = 4;
+    const PER_CLIENT: u16 = 60;
+    let server = start(None).await?;
+    let kind = |k: u16| k % 10; // 3: dropped, 7: FORMERR, else an answer.
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        socket.connect(server.addr).await?;
+        clients.push((c, socket));
+    }
+    for k in 0..PER_CLIENT {
+        for (c, socket) in &clients {
+            let id = c * 1000 + k;
+            let packet = match kind(k) {
+                3 => vec![0x12, 0x34, 0x01],
+                7 => {
+                    let mut header = vec![0u8; 12];
+                    header[..2].copy_from_slice(&id.to_be_bytes());
+                    header[5] = 1;
+                    header
+                }
+                _ => query("web.default.svc.cluster.local.", RecordType::A, id),
+            };
+            socket.send(&packet).await?;
+        }
+    }
+    let expected = PER_CLIENT - PER_CLIENT / 10;
+    for (c, socket) in &clients {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = vec![0u8; 4096];
+        while seen.len() < usize::from(expected) {
+            let n = tokio::time::timeout(TIMEOUT, socket.recv(&mut buf))
+                .await
+                .with_context(|| format!("client {c}: only {} replies", seen.len()))??;
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            assert_eq!(id / 1000, *c, "reply to another client's request");
+            let k = id % 1000;
+            assert!(seen.insert(k), "request {id} answered twice");
+            let rcode = buf[3] & 0x0F;
+            if kind(k) == 7 {
+                assert_eq!(rcode, 1, "request {id}: FORMERR expected");
+            } else {
+                assert_ne!(kind(k), 3, "a dropped datagram was answered");
+                let msg = Message::from_vec(&buf[..n])?;
+                assert_eq!(a_records(&msg), vec![Ipv4Addr::new(10, 96, 0, 20)]);
+            }
+        }
+    }
+    server.shutdown().await
+}
