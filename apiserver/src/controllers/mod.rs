@@ -33,9 +33,7 @@ type Reconcile = fn(Arc<AppState>) -> BoxFuture<'static, Result<(), ApiError>>;
 /// Starts every controller; the handles are aborted at shutdown.
 pub fn spawn_all(app: Arc<AppState>) -> Vec<JoinHandle<()>> {
     vec![
-        spawn(app.clone(), "scheduler", &["/registry/pods/", "/registry/nodes/"], Duration::from_secs(10), |a| {
-            Box::pin(async move { scheduler::reconcile(&a).await })
-        }),
+        scheduler::spawn(app.clone()),
         spawn(app.clone(), "endpoints", &["/registry/pods/", "/registry/services/", "/registry/endpoints/", "/registry/endpointslices/"],
             Duration::from_secs(30), |a| Box::pin(async move { endpoints::reconcile(&a).await })),
         spawn(app.clone(), "node-lifecycle", &["/registry/nodes/"], Duration::from_secs(5), |a| {

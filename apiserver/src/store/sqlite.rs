@@ -6,19 +6,23 @@
 //! earlier operations of the same batch (compare-and-swap on resourceVersion), writes
 //! them all in one transaction and commits it (one fsync for the whole batch). Only
 //! then does it publish the batch to the read cache and the watch history and answer
-//! the writers: nothing is visible or acknowledged before it is durable.
+//! the writers: nothing is visible or acknowledged before it is durable. A second
+//! thread checkpoints the WAL off the writer's path (see `checkpoint`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 
+mod checkpoint;
 mod commit;
 
+use checkpoint::WalLimits;
 use commit::Committer;
 
 use super::{object_revision, Event, EventType, History, Revision, Store, StoreError, Subscription, HISTORY_LIMIT};
@@ -32,6 +36,7 @@ pub struct SqliteStore {
     state: Arc<Mutex<State>>,
     queue: Arc<Queue>,
     committer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 /// The committed state: what reads and watches see.
@@ -67,6 +72,8 @@ struct Op {
     key: String,
     action: Action,
     reply: SyncSender<Result<Value, StoreError>>,
+    /// When the writer queued it (the batch reports how long it waited).
+    queued: Instant,
 }
 
 /// One accepted operation of a batch, with its new revision.
@@ -88,24 +95,42 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 impl SqliteStore {
     /// Opens (or creates) `<data_dir>/minion.db`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, WalLimits::default())
+    }
+
+    fn open_with(data_dir: &Path, limits: WalLimits) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::Io { path: data_dir.display().to_string(), source })?;
         let path = data_dir.join("minion.db");
         let display = path.display().to_string();
         let conn = Connection::open(&path).map_err(|source| sql(&display, source))?;
-        Self::init(conn, display)
+        Self::init(conn, display, Some((&path, limits)))
     }
 
     /// An in-memory database (tests).
     pub fn in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(|source| sql(":memory:", source))?;
-        Self::init(conn, ":memory:".into())
+        Self::init(conn, ":memory:".into(), None)
     }
 
-    fn init(conn: Connection, path: String) -> Result<Self, StoreError> {
+    /// Sets up `conn` and starts the committer and, for a file, the checkpointer.
+    fn init(conn: Connection, path: String, file: Option<(&Path, WalLimits)>) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| sql(&path, e))?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| sql(&path, e))?;
         conn.execute_batch(SCHEMA).map_err(|e| sql(&path, e))?;
+        let gate = Arc::new(Mutex::new(()));
+        let checkpointer = match file {
+            Some((file, limits)) => {
+                conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| sql(&path, e))?;
+                conn.pragma_update(None, "journal_size_limit", limits.size_limit_bytes as i64).map_err(|e| sql(&path, e))?;
+                Some(checkpoint::spawn(file, &path, limits, gate.clone())?)
+            }
+            None => None,
+        };
+        let (wal_pages, checkpointer) = match checkpointer {
+            Some(h) => (Some(h.pages), Some(h.thread)),
+            None => (None, None),
+        };
         let rev: Revision = conn
             .query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| r.get::<_, i64>(0))
             .optional()
@@ -119,10 +144,10 @@ impl SqliteStore {
             let (state, queue) = (state.clone(), queue.clone());
             std::thread::Builder::new()
                 .name("sqlite-commit".into())
-                .spawn(move || Committer::new(conn, path, state, queue).run())
+                .spawn(move || Committer::new(conn, path, state, queue, wal_pages, gate).run())
                 .map_err(|source| StoreError::Io { path: "sqlite committer thread".into(), source })?
         };
-        Ok(SqliteStore { state, queue, committer: Some(committer) })
+        Ok(SqliteStore { state, queue, committer: Some(committer), checkpointer })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -137,7 +162,7 @@ impl SqliteStore {
             if pending.closed {
                 return Err(StoreError::Task("the store is closed".into()));
             }
-            pending.ops.push(Op { key: key.to_string(), action, reply });
+            pending.ops.push(Op { key: key.to_string(), action, reply, queued: Instant::now() });
         }
         self.queue.ready.notify_one();
         rx.recv().map_err(|_| StoreError::Task("the committer stopped".into()))?
@@ -149,6 +174,10 @@ impl Drop for SqliteStore {
         self.queue.pending.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
         self.queue.ready.notify_all();
         if let Some(handle) = self.committer.take() {
+            let _ = handle.join();
+        }
+        // The committer has dropped its sender: the checkpointer is leaving its loop.
+        if let Some(handle) = self.checkpointer.take() {
             let _ = handle.join();
         }
     }
@@ -316,6 +345,59 @@ mod tests {
         }
         assert!(matches!(h.subscribe("/", 1, 5), Err(StoreError::Expired { .. })));
         assert_eq!(h.subscribe("/", 3, 5).unwrap().backlog.len(), 2);
+    }
+
+    #[test]
+    fn wal_stays_bounded_under_a_write_stream_and_the_checkpointer_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = WalLimits { passive_pages: 64, restart_frames: 512, size_limit_bytes: 512 * 4096 };
+        let store = Arc::new(SqliteStore::open_with(dir.path(), limits).unwrap());
+        let wal = dir.path().join("minion.db-wal");
+        let body = "x".repeat(4000);
+        // 16 writers x 200 objects of 4 KB: over 13 MB of rows, so a log that nobody
+        // checkpoints (wal_autocheckpoint is off on the writer) would pass 13 MB.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (wal, done) = (wal.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut largest = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                largest
+            })
+        };
+        let writers: Vec<_> = (0..16)
+            .map(|w| {
+                let (store, body) = (store.clone(), body.clone());
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        store.create(&format!("/k/{w}/{i}"), json!({"metadata": {"name": "x"}, "data": body})).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let largest = watcher.join().unwrap();
+        assert!(largest > 0, "the log was never seen");
+        assert!(largest < 6 << 20, "the log reached {largest} bytes");
+        let db_size = std::fs::metadata(dir.path().join("minion.db")).unwrap().len();
+        assert!(db_size > 8 << 20, "checkpoints copied only {db_size} bytes into the database file");
+        // Shutdown stops the committer and then the checkpointer: dropping returns.
+        let store = Arc::try_unwrap(store).expect("writers are done");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(store);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the store's threads stop on drop");
+        let reopened = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.revision(), 3200);
+        assert_eq!(reopened.list("/k/").unwrap().0.len(), 3200);
     }
 
     #[test]

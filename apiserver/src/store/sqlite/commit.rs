@@ -3,9 +3,11 @@
 //! then publishes it to the read cache and the watch history and answers the writers.
 
 use std::collections::HashMap;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 use serde_json::Value;
 
 use super::{lock, sql, Accepted, Action, Op, Queue, State, MAX_BATCH};
@@ -17,12 +19,23 @@ pub(super) struct Committer {
     path: String,
     state: Arc<Mutex<State>>,
     queue: Arc<Queue>,
+    /// Told how many WAL pages each commit appended (None: no checkpointer, in memory).
+    wal_pages: Option<Sender<u64>>,
+    /// Held for each transaction; a RESTART checkpoint holds it to run between two.
+    gate: Arc<Mutex<()>>,
 }
 
 impl Committer {
     /// A committer over `conn` publishing to `state`.
-    pub(super) fn new(conn: Connection, path: String, state: Arc<Mutex<State>>, queue: Arc<Queue>) -> Self {
-        Committer { conn, path, state, queue }
+    pub(super) fn new(
+        conn: Connection,
+        path: String,
+        state: Arc<Mutex<State>>,
+        queue: Arc<Queue>,
+        wal_pages: Option<Sender<u64>>,
+        gate: Arc<Mutex<()>>,
+    ) -> Self {
+        Committer { conn, path, state, queue, wal_pages, gate }
     }
 
     /// Commits batches until the store is closed and the queue is empty.
@@ -44,19 +57,33 @@ impl Committer {
     }
 
     /// Checks, persists, publishes and answers one batch.
+    ///
+    /// Emits a `trace` event per batch (target `minion_apiserver::sqlite`) with the time
+    /// split into queueing, SQL work, the COMMIT (WAL write + fsync) and publishing,
+    /// and the wall-clock instant the batch became durable.
     fn commit_batch(&mut self, ops: Vec<Op>) {
+        let started = Instant::now();
+        let queued = ops.iter().map(|op| started.saturating_duration_since(op.queued)).max().unwrap_or_default();
         let accepted = self.accept(ops);
         if accepted.is_empty() {
             return;
         }
-        let Some(last) = accepted.last().map(|a| a.rev) else { return };
-        if let Err(err) = self.persist(&accepted, last) {
-            tracing::error!(error = %err, "sqlite commit failed");
-            for a in accepted {
-                let _ = a.reply.send(Err(StoreError::Task(format!("commit failed: {err}"))));
+        let (Some(first), Some(last)) = (accepted.first().map(|a| a.rev), accepted.last().map(|a| a.rev)) else { return };
+        let pages = wal_pages(&accepted);
+        let checked_us = started.elapsed().as_micros() as u64;
+        let timing = match self.persist(&accepted, last) {
+            Ok(timing) => timing,
+            Err(err) => {
+                tracing::error!(error = %err, "sqlite commit failed");
+                for a in accepted {
+                    let _ = a.reply.send(Err(StoreError::Task(format!("commit failed: {err}"))));
+                }
+                return;
             }
-            return;
-        }
+        };
+        let committed_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let publish = Instant::now();
+        let ops = accepted.len();
         let mut replies = Vec::with_capacity(accepted.len());
         {
             let mut state = lock(&self.state);
@@ -78,6 +105,22 @@ impl Committer {
         for (reply, object) in replies {
             let _ = reply.send(Ok(object));
         }
+        let publish_us = publish.elapsed().as_micros() as u64;
+        if let Some(tx) = &self.wal_pages {
+            let _ = tx.send(pages);
+        }
+        tracing::trace!(
+            target: "minion_apiserver::sqlite",
+            ops,
+            first_rev = first,
+            last_rev = last,
+            queued_us = queued.as_micros() as u64,
+            sql_us = checked_us + timing.sql_us,
+            commit_us = timing.commit_us,
+            publish_us,
+            committed_unix_ns,
+            "batch committed"
+        );
     }
 
     /// Checks each operation against the committed state and the batch so far;
@@ -115,10 +158,16 @@ impl Committer {
         accepted
     }
 
-    /// Writes the batch in one transaction and commits it (fsync).
-    fn persist(&mut self, batch: &[Accepted], last: Revision) -> Result<(), StoreError> {
+    /// Writes the batch in one transaction and commits it (fsync); returns how long
+    /// the SQL work (with any wait for a RESTART checkpoint) and the COMMIT took.
+    fn persist(&mut self, batch: &[Accepted], last: Revision) -> Result<Timing, StoreError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let sql_started = Instant::now();
+        let gate = self.gate.clone();
+        let _between_checkpoints = gate.lock().unwrap_or_else(|p| p.into_inner());
+        // IMMEDIATE: take the write lock first, waiting (busy timeout) while a RESTART
+        // checkpoint holds it, rather than failing on the upgrade from a read.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql(&path, e))?;
         {
             let mut upsert = tx
                 .prepare_cached(
@@ -141,8 +190,25 @@ impl Committer {
             )
             .map_err(|e| sql(&path, e))?;
         }
-        tx.commit().map_err(|e| sql(&path, e))
+        let commit = Instant::now();
+        let sql_us = commit.duration_since(sql_started).as_micros() as u64;
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(Timing { sql_us, commit_us: commit.elapsed().as_micros() as u64 })
     }
+}
+
+/// How long the parts of one commit took, microseconds.
+struct Timing {
+    sql_us: u64,
+    commit_us: u64,
+}
+
+/// About how many WAL frames (pages) a batch appends: each row its leaf page plus
+/// the interior and index pages above it (measured: about 4 a row in a table of 10k
+/// pods), overflow pages for large objects, and the meta row's page.
+fn wal_pages(batch: &[Accepted]) -> u64 {
+    let bytes: usize = batch.iter().map(|a| a.key.len() + a.text.as_ref().map_or(0, String::len)).sum();
+    (bytes / 4096) as u64 + 4 * batch.len() as u64 + 1
 }
 
 /// Applies compare-and-swap rules: returns (event kind, new object, previous object).
