@@ -42,8 +42,27 @@ pub fn have_etcd() -> bool {
 }
 
 impl Etcd {
-    /// Starts etcd on 127.0.0.1 and waits until it answers /health (bounded).
+    /// Starts etcd on 127.0.0.1 and waits until it answers /health (bounded). The
+    /// ports are picked free but released before etcd binds them, so a port taken in
+    /// between (a parallel test) gets up to two more tries on fresh ports.
     pub async fn start() -> Etcd {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut etcd = Etcd::spawn();
+            if etcd.wait_healthy().await {
+                return etcd;
+            }
+            let log = std::fs::read_to_string(etcd.dir.path().join("etcd.log")).unwrap_or_default();
+            if attempt < 3 && log.contains("address already in use") {
+                eprintln!("etcd port {} was taken, retrying on fresh ports", etcd.client_port);
+                continue;
+            }
+            panic!("etcd on port {} did not become healthy:\n{log}", etcd.client_port);
+        }
+    }
+
+    fn spawn() -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let (client_port, peer_port) = (free_port(), free_port());
         let client = format!("http://127.0.0.1:{client_port}");
@@ -64,12 +83,7 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .expect("spawn etcd");
-        let mut etcd = Etcd { child, endpoint: client, client_port, dir };
-        if !etcd.wait_healthy().await {
-            let log = std::fs::read_to_string(etcd.dir.path().join("etcd.log")).unwrap_or_default();
-            panic!("etcd on port {client_port} did not become healthy:\n{log}");
-        }
-        etcd
+        Etcd { child, endpoint: client, client_port, dir }
     }
 
     async fn wait_healthy(&mut self) -> bool {
