@@ -10,6 +10,10 @@
 //!
 //! Also, at 1k only, kube-proxy's single `--noflush` full restore on nft, to show the
 //! growth the batching avoids (at 10k it takes about a minute, so it is not run).
+//!
+//! Wall-clock medians are the figures; on a shared machine they move with its
+//! load, so each line also gives the median CPU time (user + system, of the bench
+//! process and of the `iptables-restore` children), which does not.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -118,6 +122,29 @@ fn restore(ns: &str, bin: &str, noflush: bool, input: &str) -> Duration {
     start.elapsed()
 }
 
+/// CPU time (user + system) used so far by this process and its reaped children.
+fn cpu_used() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let total = |who| {
+        getrusage(who)
+            .map(|u| {
+                let t = |tv: nix::sys::time::TimeVal| {
+                    Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000)
+                };
+                t(u.user_time()) + t(u.system_time())
+            })
+            .unwrap_or_default()
+    };
+    total(UsageWho::RUSAGE_SELF) + total(UsageWho::RUSAGE_CHILDREN)
+}
+
+/// Runs `f`, returning its wall-clock and CPU time.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
+    let (wall, cpu) = (Instant::now(), cpu_used());
+    let out = f();
+    (out, wall.elapsed(), cpu_used().saturating_sub(cpu))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -127,12 +154,26 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn report(backend: &str, what: &str, ours: Duration, floor: Duration) {
+/// Wall-clock and CPU samples of ours and of the floor.
+#[derive(Default)]
+struct Samples {
+    ours: Vec<Duration>,
+    ours_cpu: Vec<Duration>,
+    floor: Vec<Duration>,
+    floor_cpu: Vec<Duration>,
+}
+
+fn report(backend: &str, what: &str, s: Samples) {
+    let (ours, floor) = (median(s.ours), median(s.floor));
+    let (ours_cpu, floor_cpu) = (median(s.ours_cpu), median(s.floor_cpu));
     println!(
-        "{backend:6} {what:22} ours {:>11}  floor {:>11}  ratio {:.2}x",
+        "{backend:6} {what:22} ours {:>11}  floor {:>11}  ratio {:.2}x   (cpu: ours {}, floor {}, ratio {:.2}x)",
         ms(ours),
         ms(floor),
-        ours.as_secs_f64() / floor.as_secs_f64()
+        ours.as_secs_f64() / floor.as_secs_f64(),
+        ms(ours_cpu),
+        ms(floor_cpu),
+        ours_cpu.as_secs_f64() / floor_cpu.as_secs_f64()
     );
 }
 
@@ -196,14 +237,17 @@ fn bench_backend(tag: &str, restore_bin: &str, iptables_bin: &str) {
             first.rules
         );
         let text = render(&full, &cfg);
-        let (mut ours, mut floor, mut restoring) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut samples, mut restoring) = (Samples::default(), Vec::new());
         for _ in 0..runs {
             *rec.in_restore.lock().unwrap() = Duration::ZERO;
-            let start = Instant::now();
-            syncer.sync(&full, true).expect("full sync");
-            ours.push(start.elapsed());
+            let (r, wall, cpu) = timed(|| syncer.sync(&full, true));
+            r.expect("full sync");
+            samples.ours.push(wall);
+            samples.ours_cpu.push(cpu);
             restoring.push(*rec.in_restore.lock().unwrap());
-            floor.push(restore(&ns.0, restore_bin, false, &text));
+            let (_, wall, cpu) = timed(|| restore(&ns.0, restore_bin, false, &text));
+            samples.floor.push(wall);
+            samples.floor_cpu.push(cpu);
         }
         println!(
             "{tag:6} full {n}: ours spends {} inside iptables-restore",
@@ -211,25 +255,23 @@ fn bench_backend(tag: &str, restore_bin: &str, iptables_bin: &str) {
         );
         // The floor replaced the table: resync ours so its memory matches the kernel.
         syncer.sync(&full, true).expect("resync");
-        report(tag, &format!("full {n}"), median(ours), median(floor));
-        let (mut ours, mut floor) = (Vec::new(), Vec::new());
+        report(tag, &format!("full {n}"), samples);
+        let mut samples = Samples::default();
         for r in 0..runs * 2 {
             let changed = snapshot(n, Some(n / 2));
             let snap = if r % 2 == 0 { &changed } else { &full };
             rec.last.lock().unwrap().clear();
-            let start = Instant::now();
-            let stats = syncer.sync(snap, false).expect("partial sync");
-            ours.push(start.elapsed());
+            let (stats, wall, cpu) = timed(|| syncer.sync(snap, false));
+            let stats = stats.expect("partial sync");
+            samples.ours.push(wall);
+            samples.ours_cpu.push(cpu);
             assert_eq!(stats.restores, 1);
             let input = rec.last.lock().unwrap()[0].clone();
-            floor.push(restore(&ns.0, restore_bin, true, &input));
+            let (_, wall, cpu) = timed(|| restore(&ns.0, restore_bin, true, &input));
+            samples.floor.push(wall);
+            samples.floor_cpu.push(cpu);
         }
-        report(
-            tag,
-            &format!("one service {n}"),
-            median(ours),
-            median(floor),
-        );
+        report(tag, &format!("one service {n}"), samples);
         if tag == "nft" && n == 1000 {
             let ns1 = Netns::new("kp");
             let kube_proxy_style = restore(&ns1.0, restore_bin, true, &text);

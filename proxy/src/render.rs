@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 
 use crate::model::Snapshot;
 
-pub use restore::{render_chain_batch, RestoreInput};
+pub use restore::{render_chain_batch, render_stale_deletion, RestoreInput};
 pub use service::{probability, render_service_port};
 
 /// The shared nat chain every ClusterIP jump lives in.

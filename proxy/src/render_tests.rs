@@ -382,3 +382,87 @@ fn client_ip_affinity_without_timeout_uses_kube_proxys_three_hours() {
         "{svc_rules:#?}"
     );
 }
+
+/// `n` NodePort Services `ns/s<i>` with one endpoint each.
+fn node_ports(n: usize) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for i in 0..n {
+        let name = format!("s{i}");
+        let mut svc = service(
+            "ns",
+            &name,
+            &format!("10.96.1.{}", i + 1),
+            json!([{"name": "p", "port": 80, "nodePort": 30000 + i}]),
+        );
+        svc.spec.as_mut().unwrap().type_ = Some("NodePort".into());
+        snap.services.push(svc);
+        snap.endpoints.push(endpoints(
+            "ns",
+            &name,
+            json!([{"addresses": [{"ip": format!("10.244.1.{}", i + 1)}],
+                    "ports": [{"name": "p", "port": 8080}]}]),
+        ));
+    }
+    snap
+}
+
+/// Targets of the `-A <chain>` rules of the nat section, in order.
+fn nat_targets<'a>(out: &'a str, chain: &str) -> Vec<&'a str> {
+    let nat = out.split("*nat\n").nth(1).unwrap();
+    let prefix = format!("-A {chain} ");
+    nat.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(|l| l.rsplit_once(" -j ").unwrap().1)
+        .collect()
+}
+
+#[test]
+fn top_level_jumps_are_written_in_descending_target_order() {
+    let out = render(&node_ports(30), &cfg());
+    let services = nat_targets(&out, KUBE_SERVICES);
+    assert_eq!(services.len(), 31);
+    assert_eq!(
+        services.last(),
+        Some(&KUBE_NODEPORTS),
+        "NODEPORTS jump stays last"
+    );
+    let svcs = &services[..30];
+    assert!(svcs.iter().all(|t| t.starts_with("KUBE-SVC-")), "{svcs:?}");
+    assert!(svcs.windows(2).all(|w| w[0] > w[1]), "{svcs:?}");
+    let exts = nat_targets(&out, KUBE_NODEPORTS);
+    assert_eq!(exts.len(), 30);
+    assert!(exts.iter().all(|t| t.starts_with("KUBE-EXT-")), "{exts:?}");
+    assert!(exts.windows(2).all(|w| w[0] > w[1]), "{exts:?}");
+}
+
+#[test]
+fn stale_deletion_deletes_each_chain_after_the_chains_jumping_to_it() {
+    let stale: Vec<String> = [
+        "KUBE-SEP-AAA",
+        "KUBE-EXT-AAA",
+        "KUBE-SVC-AAA",
+        "KUBE-SVL-AAA",
+        "KUBE-SEP-ZZZ",
+        "KUBE-EXT-ZZZ",
+        "KUBE-SVC-ZZZ",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut out = String::new();
+    render_stale_deletion(&stale, &mut out);
+    let order = [
+        "KUBE-EXT-ZZZ",
+        "KUBE-EXT-AAA",
+        "KUBE-SVL-AAA",
+        "KUBE-SVC-ZZZ",
+        "KUBE-SVC-AAA",
+        "KUBE-SEP-ZZZ",
+        "KUBE-SEP-AAA",
+    ];
+    let mut want = String::from("*nat\n");
+    for c in order {
+        want.push_str(&format!(":{c} - [0:0]\n-X {c}\n"));
+    }
+    want.push_str("COMMIT\n");
+    assert_eq!(out, want);
+}

@@ -346,3 +346,76 @@ fn removed_udp_endpoint_gets_its_conntrack_entries_deleted() {
         )
     );
 }
+
+#[test]
+fn nft_deletes_many_stale_chains_in_a_trailing_transaction() {
+    let fake = RecordingApplier {
+        nft: true,
+        ..Default::default()
+    };
+    let mut s = Syncer::new(fake.clone(), cfg());
+    s.sync(&many(100), true).unwrap();
+    let stats = s.sync(&many(10), false).unwrap();
+    assert_eq!(stats.chains_deleted, 360);
+    assert_eq!(stats.commits, 3, "filter, nat top level, stale deletion");
+    let input = fake.applied().pop().unwrap();
+    assert_eq!(input.matches("COMMIT\n").count(), 3);
+    let sections = nat_sections(&input);
+    assert_eq!(sections.len(), 2);
+    assert!(!sections[0].contains("-X "), "top level deletes nothing");
+    assert_eq!(sections[0].matches("-A KUBE-SERVICES").count(), 11);
+    let stale = sections[1];
+    assert_eq!(stale.matches("-X ").count(), 360);
+    assert_eq!(stale.lines().count(), 720, "only flushes and deletes");
+    let left: Vec<_> = fake
+        .current_chains("nat")
+        .unwrap()
+        .into_iter()
+        .filter(|c| is_per_service_chain(c))
+        .collect();
+    assert_eq!(left.len(), 40, "{left:?}");
+    // A few stale chains stay in the top-level transaction.
+    let stats = s.sync(&many(9), false).unwrap();
+    assert_eq!((stats.commits, stats.chains_deleted), (2, 4));
+    let input = fake.applied().pop().unwrap();
+    let sections = nat_sections(&input);
+    assert_eq!(sections.len(), 1);
+    assert_eq!(sections[0].matches("-X ").count(), 4);
+}
+
+#[test]
+fn legacy_deletes_stale_chains_in_its_single_transaction() {
+    let fake = RecordingApplier::default();
+    let mut s = Syncer::new(fake.clone(), cfg());
+    s.sync(&many(100), true).unwrap();
+    let stats = s.sync(&many(10), false).unwrap();
+    assert_eq!((stats.commits, stats.chains_deleted), (2, 360));
+    let input = fake.applied().pop().unwrap();
+    assert_eq!(nat_sections(&input).len(), 1);
+}
+
+#[test]
+fn stale_chains_are_found_by_count_or_by_name() {
+    let blocks = render::render_blocks(&many(3), &cfg());
+    let refs: Vec<&ServicePortRules> = blocks.iter().collect();
+    let mut existing: HashSet<String> = refs
+        .iter()
+        .flat_map(|b| b.chain_names())
+        .map(String::from)
+        .collect();
+    existing.insert("KUBE-POSTROUTING".into());
+    assert!(stale_chains(&refs, &existing).is_empty());
+    existing.insert("KUBE-SEP-GONE".into());
+    assert_eq!(stale_chains(&refs, &existing), vec!["KUBE-SEP-GONE"]);
+    // The same port twice names its chains twice: a count alone would miss the
+    // four stale chains here.
+    let twice = vec![refs[0], refs[0], refs[1]];
+    let mut existing: HashSet<String> = twice[1..]
+        .iter()
+        .flat_map(|b| b.chain_names())
+        .map(String::from)
+        .collect();
+    let gone: Vec<String> = (0..4).map(|i| format!("KUBE-SEP-GONE{i}")).collect();
+    existing.extend(gone.iter().cloned());
+    assert_eq!(stale_chains(&twice, &existing), gone);
+}

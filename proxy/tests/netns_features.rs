@@ -251,3 +251,67 @@ fn hairpin_pod_reaches_itself_through_its_service() {
         Ok("myself\n")
     );
 }
+
+#[test]
+fn deleting_many_services_removes_every_chain_in_a_trailing_transaction() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("stale");
+    lab.node_ok("iptables -w -t nat -N FOREIGN");
+    lab.node_ok("iptables -w -t nat -A FOREIGN -s 192.0.2.0/24 -j RETURN");
+    let mut snap = Snapshot::default();
+    for i in 0..30u16 {
+        let name = format!("np{i}");
+        let policy = if i % 2 == 0 { "Local" } else { "Cluster" };
+        snap.services.push(service(
+            &name,
+            &format!("10.96.101.{}", i + 1),
+            json!({"type": "NodePort", "externalTrafficPolicy": policy}),
+            json!([{"name": "http", "port": 80, "nodePort": 31000 + i}]),
+        ));
+        let ips = [
+            format!("10.244.9.{}", 2 * i + 1),
+            format!("10.244.9.{}", 2 * i + 2),
+        ];
+        snap.endpoints.push(endpoints(
+            &name,
+            &ips,
+            json!([{"name": "http", "port": 8080}]),
+        ));
+    }
+    let mut syncer = Syncer::new(lab.applier(), cfg());
+    syncer.sync(&snap, true).expect("first sync");
+    let ours = |nat: &str| -> Vec<String> {
+        nat.lines()
+            .filter_map(|l| l.strip_prefix("-N "))
+            .filter(|c| minion_proxy::names::is_per_service_chain(c))
+            .map(String::from)
+            .collect()
+    };
+    let before = ours(&lab.node_ok("iptables -w -t nat -S"));
+    assert!(
+        before.iter().any(|c| c.starts_with("KUBE-SVL-")),
+        "{before:?}"
+    );
+    assert!(
+        before.iter().any(|c| c.starts_with("KUBE-EXT-")),
+        "{before:?}"
+    );
+    let stats = syncer
+        .sync(&Snapshot::default(), false)
+        .expect("delete all");
+    assert_eq!(stats.chains_deleted, before.len());
+    assert!(
+        before.len() > 64,
+        "more than the top level takes: {}",
+        before.len()
+    );
+    assert_eq!(stats.commits, 3, "filter, nat top level, stale deletion");
+    let nat = lab.node_ok("iptables -w -t nat -S");
+    assert!(ours(&nat).is_empty(), "{nat}");
+    assert!(
+        nat.contains("-A FOREIGN -s 192.0.2.0/24 -j RETURN"),
+        "{nat}"
+    );
+}

@@ -2,12 +2,22 @@
 //! REJECT/DROP chains `KUBE-SERVICES` and `KUBE-EXTERNAL-SERVICES`) and the nat table
 //! (the top-level chains `KUBE-SERVICES`, `KUBE-NODEPORTS`, `KUBE-MARK-MASQ`,
 //! `KUBE-POSTROUTING`, then the per-service chains that changed, then stale chains
-//! flushed and deleted), or a nat-only batch of per-service chains.
+//! flushed and deleted), or a nat-only batch of per-service chains, or a nat-only
+//! transaction deleting stale chains.
+//!
+//! Line order matters for speed on iptables-nft 1.8.9: its `--noflush` restore
+//! collects the names of the chains each transaction touches (every `:X`, every
+//! `-A X`, every `-j X` to a chain) in a sorted linked list walked from its
+//! smallest name, so one name costs as many string compares as there are smaller
+//! names collected before it. Jumps are therefore written in descending order of
+//! their target: each new `KUBE-SVC-` name is then the smallest so far (at 10k
+//! Services the `KUBE-SERVICES` rewrite took 1.7 s in block order, 0.35 s sorted).
 
 use super::{
     comment, Chain, ServicePortRules, KUBE_EXTERNAL_SERVICES, KUBE_MARK_MASQ, KUBE_NODEPORTS,
     KUBE_POSTROUTING, KUBE_SERVICES, MASQ_MARK,
 };
+use crate::names::EXT_CHAIN_PREFIX;
 
 /// The fixed nat chains with their fixed rules (KUBE-SERVICES' rules are per sync).
 pub(super) fn base_nat_chains() -> Vec<Chain> {
@@ -136,14 +146,10 @@ impl<'a> RestoreInput<'a> {
         base.iter().for_each(|c| push_decl(out, &c.name));
         self.written_chains().for_each(|c| push_decl(out, &c.name));
         self.stale.iter().for_each(|c| push_decl(out, c));
-        for b in &self.blocks {
-            push_lines(out, &b.nat_services);
-        }
+        push_by_target_descending(out, self.blocks.iter().flat_map(|b| &b.nat_services));
         out.push_str(&nodeports_rule());
         out.push('\n');
-        for b in &self.blocks {
-            push_lines(out, &b.nat_nodeports);
-        }
+        push_by_target_descending(out, self.blocks.iter().flat_map(|b| &b.nat_nodeports));
         base.iter().for_each(|c| push_lines(out, &c.rules));
         self.written_chains()
             .for_each(|c| push_lines(out, &c.rules));
@@ -170,6 +176,47 @@ pub fn render_chain_batch(blocks: &[&ServicePortRules], out: &mut String) {
     push_lines(out, &mark.rules);
     chains().for_each(|c| push_lines(out, &c.rules));
     out.push_str("COMMIT\n");
+}
+
+/// Appends to `out` a nat-only transaction that flushes and deletes the `stale`
+/// per-service chains (which nothing but other stale chains jumps to any more),
+/// each chain's flush right before its delete: `KUBE-EXT-` chains first (they jump
+/// to `KUBE-SVC-`/`KUBE-SVL-`), then the rest in descending order, so every chain
+/// is deleted after the chains that jump to it and each name is the smallest the
+/// transaction has collected so far (see the module docs). Flushing everything
+/// first and deleting after, at 40k stale chains, takes minutes on nft.
+pub fn render_stale_deletion(stale: &[String], out: &mut String) {
+    let mut order: Vec<&String> = stale.iter().collect();
+    order.sort_unstable_by(|a, b| {
+        let ext = |c: &str| c.starts_with(EXT_CHAIN_PREFIX);
+        ext(b).cmp(&ext(a)).then_with(|| b.cmp(a))
+    });
+    out.push_str("*nat\n");
+    for c in order {
+        push_decl(out, c);
+        out.push_str("-X ");
+        out.push_str(c);
+        out.push('\n');
+    }
+    out.push_str("COMMIT\n");
+}
+
+/// The chain or target a rule jumps to (`-j X`), or "" without one.
+fn jump_target(rule: &str) -> &str {
+    rule.rsplit_once(" -j ")
+        .map(|(_, t)| t.split(' ').next().unwrap_or(""))
+        .unwrap_or("")
+}
+
+/// Appends `rules` in descending order of their jump target (see the module docs);
+/// rules with the same target keep their order.
+fn push_by_target_descending<'a>(out: &mut String, rules: impl Iterator<Item = &'a String>) {
+    let mut rules: Vec<(&str, &String)> = rules.map(|l| (jump_target(l), l)).collect();
+    rules.sort_by(|a, b| b.0.cmp(a.0));
+    for (_, l) in rules {
+        out.push_str(l);
+        out.push('\n');
+    }
 }
 
 fn push_decl(out: &mut String, chain: &str) {
