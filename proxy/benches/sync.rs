@@ -81,8 +81,11 @@ fn snapshot(n: usize, drop_one_of: Option<usize>) -> Snapshot {
     for i in 0..n {
         let name = format!("svc{i}");
         let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+        // As the watch stores them: API objects carry a uid and resourceVersion,
+        // the Endpoints folded from EndpointSlices carry neither.
         let svc: Service = serde_json::from_value(json!({
-            "metadata": {"namespace": "bench", "name": name},
+            "metadata": {"namespace": "bench", "name": name,
+                         "uid": format!("uid-{i}"), "resourceVersion": format!("{}", i + 1)},
             "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]}
         }))
         .unwrap();

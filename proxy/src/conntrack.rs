@@ -30,9 +30,9 @@ pub struct UdpPort {
 pub type UdpPorts = HashMap<ServicePortName, UdpPort>;
 
 /// The UDP ports among `ports`.
-pub fn udp_ports(ports: &[ServicePortInfo]) -> UdpPorts {
+pub fn udp_ports<'a>(ports: impl IntoIterator<Item = &'a ServicePortInfo>) -> UdpPorts {
     ports
-        .iter()
+        .into_iter()
         .filter(|p| p.protocol == Protocol::Udp)
         .map(|p| {
             let port = UdpPort {

@@ -20,6 +20,7 @@ pub mod model;
 pub mod names;
 pub mod render;
 pub mod sync;
+pub mod tracker;
 pub mod watch;
 
 use std::future::Future;

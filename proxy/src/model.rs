@@ -107,7 +107,13 @@ fn affinity_seconds(svc: &Service) -> Option<u32> {
     Some(timeout.unwrap_or(DEFAULT_AFFINITY_SECONDS))
 }
 
-fn ports_of(svc: &Service, eps: Option<&Endpoints>, node: Option<&str>) -> Vec<ServicePortInfo> {
+/// The proxied ports of one Service with its Endpoints (if any), in spec order,
+/// as seen from node `node`.
+pub(crate) fn ports_of(
+    svc: &Service,
+    eps: Option<&Endpoints>,
+    node: Option<&str>,
+) -> Vec<ServicePortInfo> {
     let Some(cluster_ip) = proxied_cluster_ip(svc) else {
         return Vec::new();
     };

@@ -12,16 +12,15 @@
 //! (see [`crate::backend`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-
 use tracing::{debug, info, warn};
 
 use crate::applier::{ApplyError, JumpRule, RulesetApplier};
 use crate::backend::Backend;
 use crate::conntrack::{self, UdpPorts};
-use crate::model::{ServicePortInfo, Snapshot};
+use crate::model::Snapshot;
 use crate::names::is_per_service_chain;
 use crate::render::{self, RenderConfig, RestoreInput, ServicePortRules};
+use crate::tracker::{Changes, PortTracker};
 
 /// Failures of one sync.
 #[derive(Debug, thiserror::Error)]
@@ -128,8 +127,11 @@ pub struct Syncer<A: RulesetApplier> {
     /// Our per-service chains in the kernel; `None` until listed (first sync, or
     /// after a failure left the kernel in an unknown state).
     kernel_chains: Option<HashSet<String>>,
-    /// Last sync's rendered block and fingerprint per service port.
-    cache: HashMap<ServicePortInfo, (Arc<ServicePortRules>, u64)>,
+    /// Each Service's derived ports and rendered blocks, re-derived on change.
+    tracker: PortTracker,
+    /// Whether the last sync succeeded, so the tracker's checkpoint matches
+    /// `applied` and `kernel_chains`.
+    consistent: bool,
     /// UDP service ports as last applied (`None` before the first success).
     udp: Option<UdpPorts>,
 }
@@ -143,8 +145,9 @@ impl<A: RulesetApplier> Syncer<A> {
             jumps_ensured: false,
             applied: HashMap::new(),
             kernel_chains: None,
-            cache: HashMap::new(),
+            tracker: PortTracker::default(),
             udp: None,
+            consistent: false,
         }
     }
 
@@ -153,25 +156,46 @@ impl<A: RulesetApplier> Syncer<A> {
         &self.applier
     }
 
+    /// Services whose ports the last sync re-derived (changed ones; all on a full
+    /// sync).
+    pub fn last_derived(&self) -> usize {
+        self.tracker.last_derived()
+    }
+
     /// Renders `snapshot` and applies it; `full` rewrites every chain.
     pub fn sync(&mut self, snapshot: &Snapshot, full: bool) -> Result<SyncStats, SyncError> {
-        let ports = snapshot.service_ports_on(self.cfg.node_name.as_deref());
-        let udp = conntrack::udp_ports(&ports);
-        let (owned, prints) = self.render_cached(ports);
+        let consistent = std::mem::replace(&mut self.consistent, false);
+        let d = self.tracker.update(snapshot, &self.cfg, full);
+        let (owned, prints, udp) = (d.blocks, d.prints, d.udp);
         let blocks: Vec<&ServicePortRules> = owned.iter().map(|b| b.as_ref()).collect();
         let backend = self
             .applier
             .backend()
             .map_err(|e| SyncError::Backend(Box::new(e)))?;
         let existing = self.kernel_chains()?;
-        let stale = stale_chains(&blocks, &existing);
-        let skip = self.unchanged_blocks(&blocks, &prints, &existing, full);
-        if !full && stale.is_empty() && skip.len() == blocks.len() && blocks.len() == self.applied.len() {
+        // Since the checkpoint the kernel holds exactly the checkpoint's blocks'
+        // chains and `applied` their fingerprints: only new and retired blocks
+        // need looking up.
+        let changes = (consistent && !full && !d.duplicates).then_some(Changes {
+            clean: &d.clean,
+            retired: &d.retired,
+        });
+        let stale = match &changes {
+            Some(c) => c.stale_chains(&blocks, &existing),
+            None => stale_chains(&blocks, &existing),
+        };
+        let skip = self.unchanged_blocks(&blocks, &prints, &existing, full, changes.as_ref());
+        if !full
+            && stale.is_empty()
+            && skip.len() == blocks.len()
+            && blocks.len() == self.applied.len()
+        {
             // Nothing changed since the last apply: rewriting the top-level chains
             // would only reset the counters a user is watching.
             let mut stats = stats(&blocks, &skip, 0);
             (stats.restores, stats.commits) = (0, 0);
             self.kernel_chains = Some(existing);
+            self.checkpoint();
             self.ensure_jumps()?;
             return Ok(stats);
         }
@@ -188,25 +212,32 @@ impl<A: RulesetApplier> Syncer<A> {
                 source: Box::new(source),
             });
         }
-        self.applied = blocks
-            .iter()
-            .zip(&prints)
-            .filter_map(|(b, p)| Some((key(b)?.to_string(), *p)))
-            .collect();
-        // Skipped blocks' chains are in `existing` already (else they'd be written).
         let mut known = existing;
         stale.iter().for_each(|c| {
             known.remove(c);
         });
-        for c in blocks.iter().flat_map(|b| b.chain_names()) {
-            if !known.contains(c) {
-                known.insert(c.to_string());
-            }
+        match &changes {
+            Some(c) => c.record(&blocks, &prints, &mut self.applied, &mut known),
+            None => record_all(&blocks, &prints, &mut self.applied, &mut known),
         }
         self.kernel_chains = Some(known);
+        self.checkpoint();
         self.ensure_jumps()?;
         stats.conntrack_deletes = self.clear_stale_udp(udp);
         Ok(stats)
+    }
+
+    /// Makes the next sync look every block up, as after a failure (tests compare
+    /// both ways).
+    #[cfg(test)]
+    pub(crate) fn forget_checkpoint(&mut self) {
+        self.consistent = false;
+    }
+
+    /// The kernel now holds this sync's blocks: later syncs compare against them.
+    fn checkpoint(&mut self) {
+        self.tracker.checkpoint();
+        self.consistent = true;
     }
 
     /// Deletes conntrack entries of UDP endpoints that went away (the rules no longer
@@ -223,29 +254,6 @@ impl<A: RulesetApplier> Syncer<A> {
             }
         }
         filters.len()
-    }
-
-    /// Renders every service port, reusing last sync's block (and fingerprint) for
-    /// ports whose Service and endpoints are unchanged: hashing chain names and
-    /// formatting rules is most of a sync's CPU at 10k Services.
-    fn render_cached(
-        &mut self,
-        ports: Vec<ServicePortInfo>,
-    ) -> (Vec<Arc<ServicePortRules>>, Vec<u64>) {
-        let mut old = std::mem::take(&mut self.cache);
-        let mut blocks = Vec::new();
-        let mut prints = Vec::new();
-        for port in ports {
-            let (block, print) = old.remove(&port).unwrap_or_else(|| {
-                let b = render::render_service_port(&port, &self.cfg);
-                let p = b.fingerprint();
-                (Arc::new(b), p)
-            });
-            blocks.push(block.clone());
-            prints.push(print);
-            self.cache.insert(port, (block, print));
-        }
-        (blocks, prints)
     }
 
     /// Our per-service chains in the kernel: tracked, or listed once. Taken out of
@@ -270,19 +278,21 @@ impl<A: RulesetApplier> Syncer<A> {
         prints: &[u64],
         existing: &HashSet<String>,
         full: bool,
+        changes: Option<&Changes>,
     ) -> Vec<usize> {
         if full {
             return Vec::new();
         }
-        let unchanged = |b: &ServicePortRules, p: &u64| {
-            key(b).is_some_and(|k| self.applied.get(k) == Some(p))
-                && b.chain_names().all(|c| existing.contains(c))
+        let unchanged = |i: usize, b: &ServicePortRules, p: &u64| {
+            changes.is_some_and(|c| c.clean[i])
+                || key(b).is_some_and(|k| self.applied.get(k) == Some(p))
+                    && b.chain_names().all(|c| existing.contains(c))
         };
         blocks
             .iter()
             .zip(prints)
             .enumerate()
-            .filter(|(_, (b, p))| unchanged(b, p))
+            .filter(|(i, (b, p))| unchanged(*i, b, p))
             .map(|(i, _)| i)
             .collect()
     }
@@ -309,7 +319,27 @@ impl<A: RulesetApplier> Syncer<A> {
     }
 }
 
-fn key(b: &ServicePortRules) -> Option<&str> {
+/// Records every block as applied and its chains as in the kernel.
+fn record_all(
+    blocks: &[&ServicePortRules],
+    prints: &[u64],
+    applied: &mut HashMap<String, u64>,
+    known: &mut HashSet<String>,
+) {
+    *applied = blocks
+        .iter()
+        .zip(prints)
+        .filter_map(|(b, p)| Some((key(b)?.to_string(), *p)))
+        .collect();
+    // Skipped blocks' chains are in `known` already (else they'd be written).
+    for c in blocks.iter().flat_map(|b| b.chain_names()) {
+        if !known.contains(c) {
+            known.insert(c.to_string());
+        }
+    }
+}
+
+pub(crate) fn key(b: &ServicePortRules) -> Option<&str> {
     b.chains.first().map(|c| c.name.as_str())
 }
 
