@@ -27,18 +27,10 @@ const CTR_TIMEOUT: &str = "60";
 
 /// containerd, ctr and the shim are needed; missing ones skip (or fail under CI).
 fn require_tools() -> bool {
-    let missing: Vec<&str> = ["containerd", "ctr", "containerd-shim-runc-v2", "unshare", "timeout", "script"]
-        .into_iter()
-        .filter(|t| !Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().is_ok_and(|o| o.status.success()))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("missing tools {missing:?} (CI is set, refusing to skip)");
-    }
-    eprintln!("skipping containerd test: missing {missing:?} (apt-get install containerd)");
-    false
+    common::require_commands(
+        &["containerd", "ctr", "containerd-shim-runc-v2", "unshare", "timeout", "script"],
+        "apt-get install containerd",
+    )
 }
 
 /// A private containerd; everything it made is removed on drop.

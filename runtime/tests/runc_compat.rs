@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::bundle::{Bx, BIN};
 use common::cgroup_files::CgroupFiles;
 use common::require_root;
-use common::runc::{become_subreaper, cgroup_leaves, create, live_process_in_cgroup, ok, reap, runc, state, wait_child};
+use common::runc::{become_subreaper, cgroup_leaves, create, create_sleeper, live_process_in_cgroup, ok, reap, runc, state, wait_child};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -78,8 +78,7 @@ fn created_init_ends_on_sigterm() {
     }
     become_subreaper();
     let f = Bx::new();
-    let b = f.bundle(&["sleep", "100"], |_| {});
-    let (_c, _, _) = create(&f, &b);
+    let (_b, _c) = create_sleeper(&f);
     let st = state(&f);
     let pid = st["pid"].as_i64().unwrap() as i32;
     let t = Instant::now();
@@ -209,8 +208,7 @@ fn plain_delete_of_a_created_container() {
     }
     become_subreaper();
     let f = Bx::new();
-    let b = f.bundle(&["sleep", "100"], |_| {});
-    let (_c, _, _) = create(&f, &b);
+    let (_b, _c) = create_sleeper(&f);
     let pid = state(&f)["pid"].as_i64().unwrap() as i32;
     ok(runc(&f).args(["delete", &f.id]));
     assert!(matches!(reap(pid), WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)));

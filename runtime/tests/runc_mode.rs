@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::bundle::{Bx, BIN};
 use common::require_root;
-use common::runc::{become_subreaper, cgroup_leaves, create, ok, ppid, reap, runc, session_of, state, wait_child};
+use common::runc::{become_subreaper, cgroup_leaves, create, create_sleeper, ok, ppid, reap, runc, session_of, state, wait_child};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -74,8 +74,7 @@ fn exec_process_file_detached_and_kill_all() {
     }
     become_subreaper();
     let f = Bx::new();
-    let b = f.bundle(&["sleep", "100"], |_| {});
-    let (_c, _, _) = create(&f, &b);
+    let (b, _c) = create_sleeper(&f);
     ok(runc(&f).args(["start", &f.id]));
     let st = state(&f);
     let init = st["pid"].as_i64().unwrap() as i32;
@@ -147,8 +146,7 @@ fn create_and_exec_run_from_a_sealed_memfd() {
     }
     become_subreaper();
     let f = Bx::new();
-    let b = f.bundle(&["sleep", "100"], |_| {});
-    let (_c, _, _) = create(&f, &b);
+    let (_b, _c) = create_sleeper(&f);
     let st = state(&f);
     let init = st["pid"].as_i64().unwrap() as i32;
     // The created init is still the runtime (waiting for start): what a

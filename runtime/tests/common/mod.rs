@@ -26,3 +26,21 @@ pub fn require_root() -> bool {
     eprintln!("skipping privileged test: not root");
     false
 }
+
+/// The commands a test drives are on PATH; missing ones skip (naming them and
+/// `hint`), unless CI is set (then fail).
+pub fn require_commands(commands: &[&str], hint: &str) -> bool {
+    let missing: Vec<&str> = commands
+        .iter()
+        .copied()
+        .filter(|t| !std::process::Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().is_ok_and(|o| o.status.success()))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("missing tools {missing:?} (CI is set, refusing to skip)");
+    }
+    eprintln!("skipping: missing {missing:?} ({hint})");
+    false
+}

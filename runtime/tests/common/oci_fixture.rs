@@ -17,18 +17,7 @@ use sha2::{Digest, Sha256};
 
 /// The tools the registry tests drive; missing ones skip (or fail under CI).
 pub fn require_tools() -> bool {
-    let missing: Vec<&str> = ["docker-registry", "skopeo", "ip", "curl"]
-        .into_iter()
-        .filter(|t| !Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().is_ok_and(|o| o.status.success()))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("missing tools {missing:?} (CI is set, refusing to skip)");
-    }
-    eprintln!("skipping registry test: missing {missing:?}");
-    false
+    super::require_commands(&["docker-registry", "skopeo", "ip", "curl"], "registry tests")
 }
 
 /// A network namespace deleted on drop.

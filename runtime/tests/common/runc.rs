@@ -88,6 +88,14 @@ pub fn create(f: &Bx, b: &Path) -> (Child, PathBuf, PathBuf) {
     (c, out, err)
 }
 
+/// A created, not started, container running `sleep 100`: its bundle and the
+/// `create` child (it holds the pipe that is the init's stdin).
+pub fn create_sleeper(f: &Bx) -> (PathBuf, Child) {
+    let b = f.bundle(&["sleep", "100"], |_| {});
+    let (c, _, _) = create(f, &b);
+    (b, c)
+}
+
 /// The session id of `pid` (field 6 of /proc/<pid>/stat, in our pid namespace).
 pub fn session_of(pid: i32) -> i32 {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
