@@ -299,14 +299,24 @@ fn containerd_runs_busybox_with_minion_runc() {
     // (ctr needs a terminal of its own: `script` gives it one).
     let id = unique("tty");
     let ctr_cmd = format!(
-        "timeout -k 5 {CTR_TIMEOUT} ctr -a {} -n {} run --rm -t --fifo-dir {} --runc-binary {} --runc-root {} {IMAGE} {id} sh -c 'tty; echo tty-$((6*7))'",
+        "timeout --foreground -k 5 {CTR_TIMEOUT} ctr -a {} -n {} run --rm -t --fifo-dir {} --runc-binary {} --runc-root {} {IMAGE} {id} sh -c 'tty; echo tty-$((6*7))'",
         c.path("c.sock").display(),
         c.ns,
         c.path("fifo").display(),
         c.path("minion-runc").display(),
         c.path("runc").display(),
     );
-    let out = Command::new("script").args(["-q", "-e", "-c", &ctr_cmd, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    // `timeout --foreground`: a plain timeout moves ctr into a process group
+    // of its own, which is then not the pty's foreground group, and ctr
+    // stops on SIGTTIN when it reads the terminal. Whether that bites
+    // depends on the shell `script` runs (bash or dash), so pin the shell
+    // to CI's (no $SHELL there: /bin/sh).
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &ctr_cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("/dev/pts/0") && text.contains("tty-42"), "{text}{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
 
