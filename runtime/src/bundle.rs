@@ -34,6 +34,10 @@ pub struct Bundle {
     /// Absolute rootfs path (bundle-relative `root.path` resolved).
     pub rootfs: PathBuf,
     pub annotations: BTreeMap<String, String>,
+    /// `linux.seccomp` compiled once here, at load: a profile that cannot be
+    /// compiled fails before anything is made, and the init (or `exec`)
+    /// loads this same program.
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 impl Bundle {
@@ -59,7 +63,7 @@ impl Bundle {
             return Err(bad("process.args is empty".into()));
         }
         // A profile that cannot be compiled fails here, before anything is made.
-        crate::seccomp::from_spec(&spec).map_err(|e| bad(e.to_string()))?;
+        let seccomp = crate::seccomp::from_spec(&spec).map_err(|e| bad(e.to_string()))?;
         for key in [ANN_LOG_MAX_SIZE, ANN_LOG_MAX_FILES] {
             if let Some(v) = spec.annotations().as_ref().and_then(|a| a.get(key)) {
                 if v.parse::<u64>().is_err() {
@@ -93,7 +97,7 @@ impl Bundle {
                 return Err(bad(format!("mount destination {:?} is not absolute", m.destination())));
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), spec, rootfs, annotations })
+        Ok(Self { dir: dir.to_path_buf(), spec, rootfs, annotations, seccomp })
     }
 
     /// The overlay lowerdir, when the rootfs comes from the image store.

@@ -95,7 +95,7 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32, Error> {
         Some(p) => p,
         None => exec_process(bundle.spec.process().clone().unwrap_or_default(), opts),
     };
-    let seccomp = crate::seccomp::from_spec(&bundle.spec).map_err(|e| err(e.to_string()))?;
+    let seccomp = bundle.seccomp.clone();
     let nss = open_init_namespaces(&st).map_err(err)?;
     let helper = Helper { st: &st, p: &process, detach: opts.detach };
     let status = helper.spawn(nss, seccomp, console.map(OwnedFd::from), opts.pid_file.as_deref()).map_err(err)?;
@@ -295,10 +295,7 @@ impl Helper<'_> {
 
     /// Joins the container's cgroup, then its namespaces.
     fn enter(&self, nss: Namespaces) -> Result<(), String> {
-        for leaf in &self.st.cgroup_paths {
-            let f = leaf.join("cgroup.procs");
-            std::fs::write(&f, "0").map_err(|e| format!("join cgroup {}: {e}", f.display()))?;
-        }
+        crate::cgroups::enter_self(&self.st.cgroup_paths).map_err(|e| format!("join cgroup: {e}"))?;
         for (fd, flag, path) in nss {
             nix::sched::setns(fd, flag).map_err(|e| format!("setns {path}: {e}"))?;
         }

@@ -212,6 +212,21 @@ fn lifecycle_create_start_kill_delete() {
     let leaf = cg.dir("memory");
     let procs = fs::read_to_string(cg.procs()).unwrap();
     assert!(procs.contains(&st["pid"].to_string()), "init not in {}: {procs}", leaf.display());
+    // The init moved itself into every hierarchy the runtime uses (on v1 a
+    // thread move through `tasks`), not only the memory one.
+    let own = fs::read_to_string(format!("/proc/{}/cgroup", st["pid"])).unwrap();
+    let used = ["memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer", "name=systemd"];
+    let mut joined = 0;
+    for line in own.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_, ctrls, path) = (it.next().unwrap(), it.next().unwrap_or(""), it.next().unwrap_or(""));
+        let ours = if cg.is_v2() { ctrls.is_empty() } else { ctrls.split(',').any(|c| used.contains(&c)) };
+        if ours {
+            assert_eq!(path, f.cgroups_path(), "init not in its cgroup for {ctrls:?}: {own}");
+            joined += 1;
+        }
+    }
+    assert!(joined >= if cg.is_v2() { 1 } else { 4 }, "{own}");
     let list: Value = serde_json::from_str(&f.rt_ok(&["list"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
 

@@ -36,7 +36,10 @@ fn v1_fixture_create_and_apply() {
     assert_eq!(read(&root.join("cpu/minion/pod1/c1/cpu.cfs_quota_us")), "50000");
     assert_eq!(read(&root.join("cpu/minion/pod1/c1/cpu.cfs_period_us")), "100000");
     assert_eq!(read(&root.join("pids/minion/pod1/c1/pids.max")), "64");
-    cg.add_pid(&leaves, 1234).unwrap();
+    for leaf in &leaves {
+        fs::write(leaf.join("tasks"), "").unwrap();
+    }
+    enter_self(&leaves).unwrap();
     let mut r = res();
     r.devices = vec![(true, "c 1:11 rw".into())];
     fs::create_dir_all(root.join("devices/minion/pod1/c1")).unwrap();
@@ -45,7 +48,9 @@ fn v1_fixture_create_and_apply() {
     // every write appends a rule.
     assert_eq!(read(&root.join("devices/minion/pod1/c1/devices.allow")), "c 10:200 rwm");
     assert_eq!(read(&root.join("devices/minion/pod1/c1/devices.deny")), "a");
-    assert_eq!(read(&root.join("pids/minion/pod1/c1/cgroup.procs")), "1234");
+    // v1: the thread moves itself through `tasks`, never `cgroup.procs`.
+    assert_eq!(read(&root.join("pids/minion/pod1/c1/tasks")), "0");
+    assert!(!root.join("pids/minion/pod1/c1/cgroup.procs").exists());
     fs::write(root.join("memory/minion/pod1/c1/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
         .unwrap();
     assert_eq!(cg.oom_kill_count(), 2);
@@ -79,6 +84,9 @@ fn v2_fixture_create_and_apply() {
     assert_eq!(read(&leaf.join("pids.max")), "64");
     fs::write(leaf.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
     assert_eq!(cg.oom_kill_count(), 1);
+    // v2 has no `tasks`: the process moves through `cgroup.procs`.
+    enter_self(&leaves).unwrap();
+    assert_eq!(read(&leaf.join("cgroup.procs")), "0");
 }
 
 #[test]

@@ -58,6 +58,9 @@ pub struct InitConfig {
     pub cgroup_mode: Mode,
     /// The container's `linux.cgroupsPath` (as used by the monitor).
     pub cgroups_path: String,
+    /// The cgroup directories the monitor made (one per v1 controller, one
+    /// on v2); the init moves itself into them first thing.
+    pub cgroup_leaves: Vec<PathBuf>,
     /// `linux.seccomp`, compiled by the monitor before the fork (libseccomp's work
     /// stays out of the container's init).
     pub seccomp: Option<crate::seccomp::Filter>,

@@ -68,9 +68,9 @@ pub(super) fn make_cgroup(opts: &CreateOptions, cg_path: &str) -> Result<(Cgroup
 }
 
 /// What the init needs, besides the spec.
-pub(super) fn init_config(dir: &Path, opts: &CreateOptions, cg_path: &str) -> Result<InitConfig, String> {
+pub(super) fn init_config(dir: &Path, opts: &CreateOptions, cg_path: &str, leaves: &[PathBuf]) -> InitConfig {
     let b = &opts.bundle;
-    Ok(InitConfig {
+    InitConfig {
         spec: b.spec.clone(),
         rootfs: b.rootfs.clone(),
         bundle: b.dir.clone(),
@@ -79,8 +79,9 @@ pub(super) fn init_config(dir: &Path, opts: &CreateOptions, cg_path: &str) -> Re
         cgroup_root: opts.cgroup_root.clone(),
         cgroup_mode: opts.cgroup_mode,
         cgroups_path: cg_path.to_string(),
-        seccomp: crate::seccomp::from_spec(&b.spec).map_err(|e| e.to_string())?,
-    })
+        cgroup_leaves: leaves.to_vec(),
+        seccomp: b.seccomp.clone(),
+    }
 }
 
 /// The monitor's side of the container's plumbing (start socket, log) and the

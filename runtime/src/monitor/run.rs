@@ -96,7 +96,7 @@ impl Monitor {
             msg
         };
         let plumbing = Plumbing::new(dir, opts).map_err(&fail)?;
-        let cfg = init_config(dir, opts, &cg_path).map_err(&fail)?;
+        let cfg = init_config(dir, opts, &cg_path, &leaves);
         let (child, parent) = fork_init(&cfg, opts, plumbing.child, console).map_err(&fail)?;
         let mut m = Monitor {
             store: store.clone(),
@@ -124,13 +124,13 @@ impl Monitor {
         Ok(m)
     }
 
-    /// Puts the init in the cgroup, lets it set up, waits for "ready".
+    /// Lets the init set up (it has moved itself into the cgroup), waits for
+    /// "ready".
     fn wait_ready(&mut self) -> Result<(), String> {
         let pid = self.child.as_raw();
         if self.state.runc_mode {
             self.save_provisional()?;
         }
-        self.cgroup.add_pid(&self.state.cgroup_paths, pid).map_err(|e| e.to_string())?;
         let Some(go) = &self.go_w else { return Err("no go pipe".into()) };
         init::send(go.as_fd(), "g");
         let Some(sync) = &self.sync_r else { return Err("no sync pipe".into()) };

@@ -62,7 +62,7 @@ pub(super) fn read_line(fd: std::os::fd::BorrowedFd<'_>) -> String {
 /// pipe's EOF ends the init instead).
 pub(crate) const COMMITTED: &str = "c";
 
-/// The init child: stdio, wait for the cgroup, setup, ready, wait for start, exec.
+/// The init child: stdio, cgroup, wait for the monitor, setup, ready, wait for start, exec.
 pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
     if fds.start_fifo.is_some() && fds.console.is_none() {
         // runc mode: its own session, as runc's init has (with a terminal,
@@ -77,6 +77,12 @@ pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
         let _ = nix::unistd::dup2_stderr(err_w);
     }
     drop((fds.out_w, fds.err_w));
+    // Into the container's cgroup before anything else (namespaces, mounts)
+    // is charged, and without the monitor's help: see `cgroups::enter_self`.
+    if let Err(e) = crate::cgroups::enter_self(&cfg.cgroup_leaves) {
+        init::send(fds.sync_w.as_fd(), &format!("error: join cgroup: {e}\n"));
+        std::process::exit(1);
+    }
     if !init::wait_byte(fds.go_r.as_fd()) {
         std::process::exit(1);
     }
