@@ -15,7 +15,8 @@
 //! wakes up (p50/p99/p99.9), the bound under any p99 on this host.
 //!
 //! Env: `DNSPERF_SECONDS` (per run, default 4), `DNSPERF_ROUNDS` (default 3),
-//! `DNSD_WORKERS` (default 2, like unbound's 2 threads).
+//! `DNSD_WORKERS` (default 2, like unbound's 2 threads), `DNSD_SPIN_US` (the UDP
+//! workers' busy-poll budget, default dnsd's; 0 turns it off).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -239,6 +240,8 @@ struct Figures {
     /// At the fixed rate, per query: the server threads' CPU time, their run-queue
     /// wait, how often they were put on a CPU, and dnsperf's run-queue wait (µs).
     server_cpu_us: f64,
+    /// The server's CPU seconds over the whole fixed-rate run (the cost of spinning).
+    server_cpu_s: f64,
     server_wait_us: f64,
     server_runs: f64,
     client_wait_us: f64,
@@ -441,6 +444,7 @@ fn measure(target: Target, data: &Path, seconds: u64, out: &Path) -> Result<Figu
         p50_us: percentile(&fixed.latencies, 0.50),
         p99_us: percentile(&fixed.latencies, 0.99),
         server_cpu_us: per_query(server.cpu_ns),
+        server_cpu_s: server.cpu_ns as f64 / 1e9,
         server_wait_us: per_query(server.wait_ns),
         server_runs: server.runs as f64 / fixed.sent.max(1.0),
         client_wait_us: per_query(fixed.client.wait_ns),
@@ -460,6 +464,7 @@ fn summarize(rounds: &[Figures]) -> Figures {
         p50_us: pick(|f| f.p50_us),
         p99_us: pick(|f| f.p99_us),
         server_cpu_us: pick(|f| f.server_cpu_us),
+        server_cpu_s: pick(|f| f.server_cpu_s),
         server_wait_us: pick(|f| f.server_wait_us),
         server_runs: pick(|f| f.server_runs),
         client_wait_us: pick(|f| f.client_wait_us),
@@ -473,6 +478,7 @@ fn main() -> Result<()> {
     let seconds = env_or("DNSPERF_SECONDS", 4);
     let rounds = env_or("DNSPERF_ROUNDS", 3).max(1);
     let workers = usize::try_from(env_or("DNSD_WORKERS", 2))?;
+    let spin_us = env_or("DNSD_SPIN_US", minion_dnsd::spin::DEFAULT_UDP_SPIN_US);
     let dir = tempfile::tempdir()?;
     let (hits, walk) = write_mixes(dir.path())?;
 
@@ -484,7 +490,9 @@ fn main() -> Result<()> {
     micro(records.clone())?;
     wakeup_floor();
     let handler = DnsHandler::new(records, None);
-    let server = runtime.block_on(DnsServer::bind("127.0.0.1:0".parse()?, workers, handler))?;
+    let server = runtime
+        .block_on(DnsServer::bind("127.0.0.1:0".parse()?, workers, handler))?
+        .with_udp_spin(Duration::from_micros(spin_us));
     let dnsd = Target {
         addr: server.local_addr(),
         pid: std::process::id(),
@@ -507,7 +515,10 @@ fn main() -> Result<()> {
     let out_dir = if shm.is_dir() { tempfile::tempdir_in(shm)? } else { tempfile::tempdir()? };
     let out = out_dir.path().join("dnsperf.out");
 
-    println!("dnsperf: {SERVICES} names, {seconds}s per run, {rounds} rounds, dnsd {workers} UDP workers, unbound 2 threads");
+    println!(
+        "dnsperf: {SERVICES} names, {seconds}s per run, {rounds} rounds, dnsd {workers} UDP workers \
+         (spin {spin_us} us), unbound 2 threads"
+    );
     for (mix, data) in [("all hits", &hits), ("ndots:5 walk", &walk)] {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
@@ -525,8 +536,8 @@ fn main() -> Result<()> {
         for (who, f) in [("minion-dnsd", o), ("unbound", t)] {
             println!(
                 "  {mix:<13} {who:<12} per query at 20k: server CPU {:>5.1} us, run-queue wait {:>5.1} us, \
-                 {:.2} runs; dnsperf run-queue wait {:>5.1} us",
-                f.server_cpu_us, f.server_wait_us, f.server_runs, f.client_wait_us
+                 {:.2} runs; dnsperf run-queue wait {:>5.1} us; server CPU in the {seconds}s run {:.2} s",
+                f.server_cpu_us, f.server_wait_us, f.server_runs, f.client_wait_us, f.server_cpu_s
             );
         }
     }

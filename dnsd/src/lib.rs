@@ -12,7 +12,7 @@
 //! records), [`index`] (the snapshot pre-encoded for the wire), [`wire`] (one request
 //! packet → one response), [`answer`] (the same semantics on hickory types, the
 //! reference the wire path is tested against), [`server`] (sockets and TCP), `udp`
-//! (the batched UDP workers), [`forward`] + [`cache`] (out-of-zone upstreams),
+//! (the batched UDP workers), [`spin`] (their adaptive busy-polling), [`forward`] + [`cache`] (out-of-zone upstreams),
 //! [`watch`] (API watches), [`register`] (kube-dns Endpoints), [`peers`] (dead
 //! replicas leave kube-dns),
 //! `fuzz` (the mutation fuzzer over the request path; built for tests and with the
@@ -29,6 +29,7 @@ pub mod peers;
 pub mod records;
 pub mod register;
 pub mod server;
+pub mod spin;
 mod udp;
 pub mod watch;
 pub mod wire;
@@ -84,6 +85,9 @@ pub struct Config {
     pub cache_entries: usize,
     /// Number of UDP worker threads (sockets bound with SO_REUSEPORT).
     pub udp_workers: usize,
+    /// How long a UDP worker busy-polls for the next datagram under dense traffic
+    /// before blocking ([`spin`]); zero turns spinning off.
+    pub udp_spin: Duration,
     /// How long to keep answering after leaving kube-dns on shutdown (CoreDNS's
     /// `lameduck`), so queries already DNATed here, or sent before the proxies
     /// dropped this endpoint, are still answered.
@@ -142,7 +146,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let records = Arc::new(ArcSwap::from_pointee(Records::empty(zone.clone(), serial)));
     let client = kube_client(&config.kubeconfig).await?;
     let handler = DnsHandler::new(records.clone(), forwarder(&config)?);
-    let server = DnsServer::bind(config.listen, config.udp_workers, handler).await?;
+    let server = DnsServer::bind(config.listen, config.udp_workers, handler)
+        .await?
+        .with_udp_spin(config.udp_spin);
     let watch_task = tokio::spawn(watch::watch_records(client.clone(), zone, records.clone()));
     let registration = config.advertise_address.map(|address| Registration {
         address,

@@ -51,6 +51,10 @@ struct Cli {
     /// UDP worker threads, each on its own SO_REUSEPORT socket (default: one per CPU).
     #[arg(long)]
     udp_workers: Option<usize>,
+    /// Microseconds a UDP worker busy-polls for the next query under dense traffic
+    /// (above ~1 query per budget) before sleeping; at most one worker spins. 0: never.
+    #[arg(long, default_value_t = minion_dnsd::spin::DEFAULT_UDP_SPIN_US)]
+    udp_spin_us: u64,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         udp_workers: cli
             .udp_workers
             .unwrap_or_else(minion_dnsd::default_udp_workers),
+        udp_spin: std::time::Duration::from_micros(cli.udp_spin_us),
         lameduck: std::time::Duration::from_secs(cli.lameduck),
     };
     let runtime = tokio::runtime::Runtime::new()?;

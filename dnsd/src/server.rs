@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::forward::Forwarder;
 use crate::records::Records;
+use crate::spin::{SpinGate, DEFAULT_UDP_SPIN_US};
 use crate::udp;
 use crate::wire::{self, code_reply, Action, Rcode};
 
@@ -154,6 +155,7 @@ pub struct DnsServer {
     tcp: TcpListener,
     addr: SocketAddr,
     handler: Arc<DnsHandler>,
+    udp_spin: Duration,
 }
 
 impl DnsServer {
@@ -197,6 +199,7 @@ impl DnsServer {
                 tcp,
                 addr,
                 handler: Arc::new(handler),
+                udp_spin: Duration::from_micros(DEFAULT_UDP_SPIN_US),
             });
         }
         Err(last_error.unwrap_or_else(|| ServerError::Bind {
@@ -204,6 +207,14 @@ impl DnsServer {
             addr: listen,
             source: std::io::Error::other("no attempt made"),
         }))
+    }
+
+    /// Sets how long a UDP worker may busy-poll for the next datagram under dense
+    /// traffic before blocking (default [`DEFAULT_UDP_SPIN_US`] µs; zero: never).
+    #[must_use]
+    pub fn with_udp_spin(mut self, budget: Duration) -> Self {
+        self.udp_spin = budget;
+        self
     }
 
     /// The address both protocols listen on.
@@ -216,16 +227,20 @@ impl DnsServer {
         let addr = self.addr;
         let stop = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Handle::current();
+        let gate = Arc::new(SpinGate::new(self.udp_spin));
+        let sockets: Arc<[Arc<UdpSocket>]> = self.udp.into_iter().map(Arc::new).collect();
         let mut threads = Vec::new();
-        for (i, socket) in self.udp.into_iter().enumerate() {
-            let (handler, stop, runtime) = (self.handler.clone(), stop.clone(), runtime.clone());
+        for i in 0..sockets.len() {
+            let (sockets, handler) = (sockets.clone(), self.handler.clone());
+            let (gate, stop, runtime) = (gate.clone(), stop.clone(), runtime.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("dnsd-udp-{i}"))
-                .spawn(move || udp::worker(socket, handler, stop, runtime))
+                .spawn(move || udp::worker(i, sockets, handler, gate, stop, runtime))
                 .map_err(|source| ServerError::Worker { addr, source })?;
             threads.push(thread);
         }
-        tracing::info!(%addr, udp_workers = threads.len(), "serving cluster DNS on udp and tcp");
+        tracing::info!(%addr, udp_workers = threads.len(), udp_spin = ?self.udp_spin,
+            "serving cluster DNS on udp and tcp");
         tokio::select! {
             () = tcp_accept(self.tcp, self.handler.clone()) => {}
             () = shutdown => {}

@@ -4,7 +4,9 @@
 //! → one `sendmmsg` for the batch's replies. `MSG_WAITFORONE` makes the receive
 //! return as soon as one datagram is there (it never waits to fill a batch) and take
 //! whatever else is already queued, so a burst costs two system calls and a quiet
-//! socket no added latency. Out-of-zone misses are handed to the tokio runtime
+//! socket no added latency. Under dense traffic one worker at a time busy-polls all
+//! sockets for a short budget before blocking (`crate::spin`), so a datagram arriving
+//! between batches does not wait for a thread wakeup. Out-of-zone misses are handed to the tokio runtime
 //! ([`DnsHandler::forward`]) without blocking the loop.
 //!
 //! `recvmmsg`/`sendmmsg` are called through libc: the headers
@@ -18,8 +20,10 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSo
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::server::{DnsHandler, Handled, Inflight};
+use crate::spin::{Density, SpinGate};
 use crate::wire;
 
 /// Most datagrams taken by one `recvmmsg`.
@@ -29,47 +33,99 @@ const UDP_BUFFER: usize = 65535;
 /// `sockaddr_storage` size, as the kernel wants it.
 const ADDR_LEN: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
-/// Serves `socket` until `stop` is set (checked at least every read timeout of the
-/// socket).
+/// Serves `sockets[index]` until `stop` is set (checked at least every read timeout
+/// of the socket). While traffic is dense and no other worker spins, polls every
+/// socket of the server for up to the gate's budget before blocking (`crate::spin`).
 pub(crate) fn worker(
-    socket: UdpSocket,
+    index: usize,
+    sockets: Arc<[Arc<UdpSocket>]>,
     handler: Arc<DnsHandler>,
+    gate: Arc<SpinGate>,
     stop: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
 ) {
-    let socket = Arc::new(socket);
-    let fd = socket.as_raw_fd();
     let mut batch = Batch::new();
+    let mut density = Density::idle();
+    let (mut marked_at, mut marked_total) = (Instant::now(), gate.total());
     while !stop.load(Ordering::Relaxed) {
-        let received = match batch.recv(fd) {
-            Ok(received) => received,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(error) => {
-                tracing::debug!(%error, "udp receive failed");
-                continue;
-            }
-        };
-        for slot in 0..received {
-            let (packet, out, src) = batch.slot(slot);
-            match handler.handle(packet, false, out) {
-                Handled::Reply => batch.reply(slot),
-                Handled::Drop => {}
-                Handled::Forward => {
-                    forward(&handler, &socket, &runtime, packet, socket_addr(src));
+        let polled = gate
+            .try_spin(&density)
+            .and_then(|_spinning| poll(&sockets, index, &mut batch, gate.budget(), &stop));
+        let (from, received) = match polled {
+            Some(polled) => polled,
+            None => match batch.recv(sockets[index].as_raw_fd(), libc::MSG_WAITFORONE) {
+                Ok(received) => (index, received),
+                Err(error) => {
+                    if !quiet(&error) {
+                        tracing::debug!(%error, "udp receive failed");
+                    }
+                    (index, 0)
                 }
+            },
+        };
+        gate.received(received);
+        serve_batch(&mut batch, received, &sockets[from], &handler, &runtime);
+        let (now, total) = (Instant::now(), gate.total());
+        density.observe(now - marked_at, total - marked_total);
+        (marked_at, marked_total) = (now, total);
+    }
+}
+
+/// A receive error that only means "nothing yet" (timeout, signal).
+fn quiet(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Polls every socket without blocking, starting with `sockets[first]`, until one
+/// yields datagrams (returns its index and their count), `budget` has passed or
+/// `stop` is set.
+fn poll(
+    sockets: &[Arc<UdpSocket>],
+    first: usize,
+    batch: &mut Batch,
+    budget: Duration,
+    stop: &AtomicBool,
+) -> Option<(usize, usize)> {
+    let start = Instant::now();
+    loop {
+        for k in 0..sockets.len() {
+            let i = (first + k) % sockets.len();
+            if let Ok(received @ 1..) = batch.recv(sockets[i].as_raw_fd(), libc::MSG_DONTWAIT) {
+                return Some((i, received));
             }
         }
-        batch.send(fd);
+        if start.elapsed() >= budget || stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Yield rather than spin in place: a client or the other worker runnable on
+        // this CPU (2-core nodes) runs at once instead of waiting out the spin.
+        std::thread::yield_now();
     }
+}
+
+/// Answers the `received` datagrams of the last receive on `socket`: replies go out
+/// in one `sendmmsg`, out-of-zone misses to the runtime.
+fn serve_batch(
+    batch: &mut Batch,
+    received: usize,
+    socket: &Arc<UdpSocket>,
+    handler: &Arc<DnsHandler>,
+    runtime: &tokio::runtime::Handle,
+) {
+    for slot in 0..received {
+        let (packet, out, src) = batch.slot(slot);
+        match handler.handle(packet, false, out) {
+            Handled::Reply => batch.reply(slot),
+            Handled::Drop => {}
+            Handled::Forward => {
+                forward(handler, socket, runtime, packet, socket_addr(src));
+            }
+        }
+    }
+    batch.send(socket.as_raw_fd());
 }
 
 /// Hands an out-of-zone miss to the runtime; the reply goes out on the same socket.
@@ -157,9 +213,10 @@ impl Batch {
         batch
     }
 
-    /// Waits for at least one datagram, then takes those already queued (up to
-    /// `BATCH`). Returns how many were received.
-    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Takes the datagrams queued on `fd` (up to `BATCH`); with `MSG_WAITFORONE`
+    /// waits for the first, with `MSG_DONTWAIT` fails with `WouldBlock` if there is
+    /// none. Returns how many were received.
+    fn recv(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         self.reply_count = 0;
         for hdr in self.recv_hdrs.iter_mut() {
             hdr.msg_hdr.msg_namelen = ADDR_LEN;
@@ -174,7 +231,7 @@ impl Batch {
                 fd,
                 self.recv_hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };

@@ -111,6 +111,7 @@ async fn start_dnsd(kubeconfig: std::path::PathBuf) -> Dnsd {
         resolv_conf: None,
         cache_entries: 100,
         udp_workers: 2,
+        udp_spin: std::time::Duration::from_micros(minion_dnsd::spin::DEFAULT_UDP_SPIN_US),
         lameduck: std::time::Duration::ZERO,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -132,6 +132,7 @@ fn upstreams_come_from_the_resolv_conf_flag() {
         resolv_conf: Some(path),
         cache_entries: 10,
         udp_workers: 1,
+        udp_spin: std::time::Duration::from_micros(minion_dnsd::spin::DEFAULT_UDP_SPIN_US),
         lameduck: std::time::Duration::ZERO,
     };
     let forwarder = minion_dnsd::forwarder(&config)
