@@ -3,16 +3,23 @@
 //! file `<dataDir>/<network>/<ip>` containing `<containerid>\n<ifname>`, so that
 //! `ls /var/lib/cni/networks/minion` shows which pod holds which IP.
 //! `last_reserved_ip.0` remembers where the round-robin stopped; a `lock` file with
-//! flock(2) serialises concurrent plugin invocations.
+//! flock(2) serialises concurrent plugin invocations. The `owners/` index finds an
+//! owner's address without reading every allocation file ([`index`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::IpamConf;
+
+#[path = "ipam_index.rs"]
+mod index;
+
+use index::OwnerIndex;
 
 /// Name of the file remembering the last handed-out address (host-local's name).
 pub const LAST_RESERVED_FILE: &str = "last_reserved_ip.0";
@@ -147,11 +154,13 @@ impl Owner {
 #[derive(Debug)]
 pub struct IpamStore {
     dir: PathBuf,
+    index: OwnerIndex,
     _lock: Flock<File>,
 }
 
 impl IpamStore {
-    /// Creates `dir` if needed and takes the exclusive lock (blocking).
+    /// Creates `dir` if needed and takes the exclusive lock (blocking); builds the
+    /// owner index when the store has none yet.
     pub fn open(dir: &Path) -> Result<Self, IpamError> {
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let lock_path = dir.join(LOCK_FILE);
@@ -166,34 +175,17 @@ impl IpamStore {
                 path: lock_path.clone(),
                 source,
             })?;
+        let index = OwnerIndex::open(dir, || list_dir(dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            index,
             _lock: lock,
         })
     }
 
     /// Every allocation in the store.
     pub fn list(&self) -> Result<Vec<(Ipv4Addr, Owner)>, IpamError> {
-        let entries = fs::read_dir(&self.dir).map_err(io_err("read directory", &self.dir))?;
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err("read directory", &self.dir))?;
-            let Some(ip) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<Ipv4Addr>().ok())
-            else {
-                continue;
-            };
-            let path = entry.path();
-            match read_small(&path) {
-                Ok(s) => out.push((ip, Owner::from_file(&s))),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("read allocation", &path)(e)),
-            }
-        }
-        out.sort_by_key(|(ip, _)| *ip);
-        Ok(out)
+        list_dir(&self.dir)
     }
 
     /// Age of the allocation file of `ip` (None when unknown).
@@ -205,13 +197,27 @@ impl IpamStore {
         m.elapsed().ok()
     }
 
+    /// The address held by `owner`, if any: the one an index entry of its names,
+    /// while the allocation file there is that entry's inode. Also returns the
+    /// owner's dangling entries.
+    fn lookup(&self, owner: &Owner) -> Result<(Option<Ipv4Addr>, Vec<Ipv4Addr>), IpamError> {
+        let mut held = None;
+        let mut dangling = Vec::new();
+        for e in self.index.lookup(owner)? {
+            let path = self.dir.join(e.ip.to_string());
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.ino() == e.ino && held.is_none() => held = Some(e.ip),
+                Ok(_) => dangling.push(e.ip),
+                Err(err) if err.kind() == ErrorKind::NotFound => dangling.push(e.ip),
+                Err(err) => return Err(io_err("stat allocation", &path)(err)),
+            }
+        }
+        Ok((held, dangling))
+    }
+
     /// The address held by `owner`, if any.
     pub fn find(&self, owner: &Owner) -> Result<Option<Ipv4Addr>, IpamError> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .find(|(_, o)| o == owner)
-            .map(|(ip, _)| ip))
+        Ok(self.lookup(owner)?.0)
     }
 
     /// The round-robin hint (None when missing or unreadable) and the length of its
@@ -224,17 +230,36 @@ impl IpamStore {
     }
 
     /// Gives `owner` an address in `range`: the one it already holds, else the next
-    /// free one after the last reserved (round-robin).
+    /// free one after the last reserved (round-robin). The owner's index entry is
+    /// written naming a free address, then hard-linked to the allocation file `<ip>`:
+    /// the link fails when the address is taken (no two owners get one address).
     pub fn allocate(&self, range: &AddressRange, owner: &Owner) -> Result<Ipv4Addr, IpamError> {
-        if let Some(ip) = self.find(owner)? {
+        let (held, dangling) = self.lookup(owner)?;
+        if let Some(ip) = held {
             return Ok(ip);
+        }
+        for ip in dangling {
+            self.index.remove(owner, ip)?;
         }
         let (last, old_len) = self.last_reserved();
         for ip in range.candidates(last) {
-            if self.try_reserve(ip, owner)? {
-                let path = self.dir.join(LAST_RESERVED_FILE);
-                write_hint(&path, &ip.to_string(), old_len).map_err(io_err("write", &path))?;
-                return Ok(ip);
+            let path = self.dir.join(ip.to_string());
+            // Taken (the lock is held, so this holds until the link below).
+            if fs::symlink_metadata(&path).is_ok() {
+                continue;
+            }
+            let entry = self.index.write(owner, ip)?;
+            match fs::hard_link(&entry, &path) {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    self.index.remove(owner, ip)?;
+                    continue;
+                }
+                Ok(()) => {
+                    let hint = self.dir.join(LAST_RESERVED_FILE);
+                    write_hint(&hint, &ip.to_string(), old_len).map_err(io_err("write", &hint))?;
+                    return Ok(ip);
+                }
+                Err(e) => return Err(io_err("create allocation", &path)(e)),
             }
         }
         Err(IpamError::Exhausted {
@@ -243,40 +268,55 @@ impl IpamStore {
         })
     }
 
-    fn try_reserve(&self, ip: Ipv4Addr, owner: &Owner) -> Result<bool, IpamError> {
-        let path = self.dir.join(ip.to_string());
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => {
-                f.write_all(owner.to_file().as_bytes())
-                    .map_err(io_err("write allocation", &path))?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(io_err("create allocation", &path)(e)),
-        }
-    }
-
-    /// Releases every address held by `owner`; returns them (empty when none: DEL is
-    /// idempotent).
+    /// Releases the address held by `owner`; returns it (empty when none: DEL is
+    /// idempotent). Dangling index entries of `owner` are removed too.
     pub fn release(&self, owner: &Owner) -> Result<Vec<Ipv4Addr>, IpamError> {
-        let mut released = Vec::new();
-        for (ip, o) in self.list()? {
-            if &o == owner {
-                self.remove(ip)?;
-                released.push(ip);
-            }
+        let (held, dangling) = self.lookup(owner)?;
+        if let Some(ip) = held {
+            self.remove(ip, owner)?;
         }
-        Ok(released)
+        for ip in dangling {
+            self.index.remove(owner, ip)?;
+        }
+        Ok(held.into_iter().collect())
     }
 
-    /// Removes the allocation file of `ip` (missing is fine).
-    pub fn remove(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
+    /// Removes the allocation file of `ip`, held by `owner` (missing is fine), then
+    /// the owner's index entry naming `ip`.
+    pub fn remove(&self, ip: Ipv4Addr, owner: &Owner) -> Result<(), IpamError> {
         let path = self.dir.join(ip.to_string());
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(io_err("remove allocation", &path)(e)),
-            _ => Ok(()),
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(io_err("remove allocation", &path)(e))
+            }
+            _ => {}
+        }
+        self.index.remove(owner, ip)
+    }
+}
+
+/// Every allocation file in `dir`: files named by an address, with their owners.
+fn list_dir(dir: &Path) -> Result<Vec<(Ipv4Addr, Owner)>, IpamError> {
+    let entries = fs::read_dir(dir).map_err(io_err("read directory", dir))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("read directory", dir))?;
+        let Some(ip) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        match read_small(&path) {
+            Ok(s) => out.push((ip, Owner::from_file(&s))),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("read allocation", &path)(e)),
         }
     }
+    out.sort_by_key(|(ip, _)| *ip);
+    Ok(out)
 }
 
 /// Reads a small file with one open, one read and one close (allocation files and

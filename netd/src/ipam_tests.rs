@@ -206,3 +206,157 @@ fn the_hint_is_rewritten_in_place_when_shorter_and_over_garbage() {
     );
     assert_eq!(fs::read_to_string(&hint).unwrap(), "10.244.1.3");
 }
+
+/// Every allocation is found through the index (the invariant a crash may not break).
+fn assert_index_consistent(store: &IpamStore) {
+    for (ip, owner) in store.list().unwrap() {
+        assert_eq!(store.find(&owner).unwrap(), Some(ip), "{owner:?} at {ip}");
+    }
+}
+
+fn index_dir(store_dir: &Path) -> PathBuf {
+    store_dir.join(index::INDEX_DIR)
+}
+
+fn entries(store_dir: &Path) -> usize {
+    fs::read_dir(index_dir(store_dir)).unwrap().count()
+}
+
+#[test]
+fn the_index_follows_add_del_and_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = conf("10.0.0.0/28", None, None, tmp.path());
+    let dir = c.network_dir("n");
+    let store = IpamStore::open(&dir).unwrap();
+    let r = AddressRange::from_conf(&c);
+    let a = store.allocate(&r, &Owner::new("a", "eth0")).unwrap();
+    let b = store.allocate(&r, &Owner::new("b", "eth0")).unwrap();
+    store.allocate(&r, &Owner::new("c", "eth0")).unwrap();
+    assert_index_consistent(&store);
+    assert_eq!(entries(&dir), 3);
+    // Each entry is the allocation file's inode (a hard link), no second file.
+    use std::os::unix::fs::MetadataExt;
+    let inodes: Vec<u64> = fs::read_dir(index_dir(&dir))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().ino())
+        .collect();
+    assert!(inodes.contains(&fs::metadata(dir.join(a.to_string())).unwrap().ino()));
+    assert_eq!(fs::metadata(dir.join(a.to_string())).unwrap().nlink(), 2);
+    // Same owner again: the same address, no second entry.
+    assert_eq!(store.allocate(&r, &Owner::new("a", "eth0")).unwrap(), a);
+    assert_eq!(entries(&dir), 3);
+    // DEL removes file and entry; a second DEL finds nothing.
+    assert_eq!(store.release(&Owner::new("a", "eth0")).unwrap(), vec![a]);
+    assert_eq!(entries(&dir), 2);
+    assert!(store.release(&Owner::new("a", "eth0")).unwrap().is_empty());
+    // GC's removal takes the entry too.
+    store.remove(b, &Owner::new("b", "eth0")).unwrap();
+    assert_eq!(entries(&dir), 1);
+    assert_eq!(store.find(&Owner::new("b", "eth0")).unwrap(), None);
+    assert_index_consistent(&store);
+}
+
+#[test]
+fn the_index_survives_a_crash_at_every_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = conf("10.0.0.0/28", None, None, tmp.path());
+    let dir = c.network_dir("n");
+    let store = IpamStore::open(&dir).unwrap();
+    let r = AddressRange::from_conf(&c);
+    let a = Owner::new("a", "eth0");
+    // ADD crashed after writing the entry, before linking the allocation file: the
+    // entry dangles, the owner has nothing, and the next ADD allocates once.
+    store.index.write(&a, ip("10.0.0.2")).unwrap();
+    assert_eq!(store.find(&a).unwrap(), None);
+    assert_eq!(store.allocate(&r, &a).unwrap(), ip("10.0.0.2"));
+    assert_eq!(store.list().unwrap().len(), 1);
+    assert_index_consistent(&store);
+    // ADD crashed after linking, before the hint: consistent already.
+    // DEL crashed after removing the allocation file, before the entry: nothing is
+    // held, and another owner may take the address while the entry still names it.
+    fs::remove_file(dir.join("10.0.0.2")).unwrap();
+    assert_eq!(store.find(&a).unwrap(), None);
+    assert_eq!(entries(&dir), 1);
+    let b = Owner::new("b", "eth0");
+    fs::write(dir.join(LAST_RESERVED_FILE), "10.0.0.14").unwrap();
+    assert_eq!(store.allocate(&r, &b).unwrap(), ip("10.0.0.2"));
+    assert_eq!(
+        store.find(&a).unwrap(),
+        None,
+        "a's stale entry names b's address"
+    );
+    assert_eq!(entries(&dir), 2);
+    // A repeated DEL of `a` clears its stale entry and leaves b alone.
+    assert!(store.release(&a).unwrap().is_empty());
+    assert_eq!(entries(&dir), 1);
+    assert_eq!(store.list().unwrap(), vec![(ip("10.0.0.2"), b.clone())]);
+    // A new ADD of `a` goes on round-robin; a stale entry left by a crash (written,
+    // never linked) is replaced.
+    store.index.write(&a, ip("10.0.0.9")).unwrap();
+    assert_eq!(store.allocate(&r, &a).unwrap(), ip("10.0.0.3"));
+    assert_eq!(entries(&dir), 2);
+    // An address taken by a file that is not ours is skipped and left alone.
+    fs::write(dir.join("10.0.0.5"), "x\neth0").unwrap();
+    let c = Owner::new("c", "eth0");
+    fs::write(dir.join("10.0.0.4"), "y\neth0").unwrap();
+    assert_eq!(store.allocate(&r, &c).unwrap(), ip("10.0.0.6"));
+    assert_eq!(fs::read_to_string(dir.join("10.0.0.5")).unwrap(), "x\neth0");
+    fs::remove_file(dir.join("10.0.0.4")).unwrap();
+    fs::remove_file(dir.join("10.0.0.5")).unwrap();
+    assert_index_consistent(&store);
+}
+
+#[test]
+fn a_store_without_index_gets_one_built_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = conf("10.0.0.0/28", None, None, tmp.path());
+    let dir = c.network_dir("n");
+    let r = AddressRange::from_conf(&c);
+    // Allocations written before the index existed, and a build that crashed.
+    fs::create_dir_all(dir.join("owners.new")).unwrap();
+    fs::write(dir.join("owners.new").join("junk"), "").unwrap();
+    fs::write(dir.join("10.0.0.5"), "old\neth0").unwrap();
+    fs::write(dir.join("10.0.0.6"), "older\neth1").unwrap();
+    let store = IpamStore::open(&dir).unwrap();
+    assert!(!dir.join("owners.new").exists());
+    assert_eq!(entries(&dir), 2);
+    assert_index_consistent(&store);
+    // The old files are linked as they are.
+    assert_eq!(
+        fs::read_to_string(dir.join("10.0.0.5")).unwrap(),
+        "old\neth0"
+    );
+    assert_eq!(store.list().unwrap()[1].1, Owner::new("older", "eth1"));
+    // Idempotent ADD of a pre-index allocation: the same address, none twice.
+    assert_eq!(
+        store.allocate(&r, &Owner::new("old", "eth0")).unwrap(),
+        ip("10.0.0.5")
+    );
+    assert_eq!(store.list().unwrap().len(), 2);
+    drop(store);
+    // Opened again: the index is kept as it is.
+    let store = IpamStore::open(&dir).unwrap();
+    assert_eq!(entries(&dir), 2);
+    assert_index_consistent(&store);
+}
+
+#[test]
+fn owners_with_path_characters_are_hashed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = conf("10.0.0.0/28", None, None, tmp.path());
+    let dir = c.network_dir("n");
+    let store = IpamStore::open(&dir).unwrap();
+    let r = AddressRange::from_conf(&c);
+    let odd = Owner::new("../../x", "eth0/1");
+    let got = store.allocate(&r, &odd).unwrap();
+    assert_eq!(store.find(&odd).unwrap(), Some(got));
+    // "a"+"beth0" and "ab"+"eth0" are different owners.
+    let x = store.allocate(&r, &Owner::new("a", "beth0")).unwrap();
+    let y = store.allocate(&r, &Owner::new("ab", "eth0")).unwrap();
+    assert_ne!(x, y);
+    assert_eq!(entries(&dir), 3);
+    assert!(
+        fs::read_dir(tmp.path()).unwrap().count() == 1,
+        "nothing outside the store"
+    );
+}

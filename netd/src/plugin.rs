@@ -343,7 +343,7 @@ pub fn cmd_gc(stdin: &[u8], conf: &NetConf) -> Result<Vec<Ipv4Addr>, CniError> {
     let mut released = Vec::new();
     for (ip, o) in store.list()? {
         if !valid.contains(&(o.container_id.clone(), o.ifname.clone())) {
-            store.remove(ip)?;
+            store.remove(ip, &o)?;
             released.push(ip);
         }
     }

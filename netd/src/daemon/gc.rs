@@ -29,7 +29,7 @@ pub fn release_dead_sandboxes(
         if young || link_exists(&veth) {
             continue;
         }
-        store.remove(ip)?;
+        store.remove(ip, &owner)?;
         tracing::info!(%ip, container_id = %owner.container_id, %veth, "released allocation of a vanished sandbox");
         released.push(ip);
     }
