@@ -5,22 +5,33 @@
 //! `KUBE-SEP-` chains are flushed and deleted in the same batch.
 //!
 //! The desired state lives in memory: the kernel's chains are listed once (at the
-//! first sync, or after a failed one) and then tracked, never re-read or diffed. On
-//! the nft backend a sync writing more than [`Backend::max_chains_per_commit`]
-//! chains is split into transactions of whole Service ports followed by one final
-//! transaction with the top-level chains, all in the same `iptables-restore` run
-//! (see [`crate::backend`]).
+//! first sync, or after a failed one) and then tracked, never re-read or diffed
+//! (the bookkeeping is in `sync/applied.rs`). On the nft backend a sync writing
+//! more than [`Backend::max_chains_per_commit`] chains is split into transactions of
+//! whole Service ports followed by one final transaction with the top-level chains,
+//! all in the same `iptables-restore` run ([`plan`], see [`crate::backend`]). The
+//! jumps from the built-in chains are ensured once ([`jump_rules`]).
+//!
+//! [`Backend::max_chains_per_commit`]: crate::backend::Backend::max_chains_per_commit
+
+mod applied;
+mod jumps;
+mod plan;
 
 use std::collections::{HashMap, HashSet};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::applier::{ApplyError, JumpRule, RulesetApplier};
-use crate::backend::Backend;
+use crate::applier::{ApplyError, RulesetApplier};
 use crate::conntrack::{self, UdpPorts};
 use crate::model::Snapshot;
 use crate::names::is_per_service_chain;
-use crate::render::{self, RenderConfig, RestoreInput, ServicePortRules};
-use crate::tracker::{Changes, PortTracker};
+use crate::render::{self, RenderConfig, ServicePortRules};
+use crate::tracker::PortTracker;
+
+pub use applied::Changes;
+use applied::{record_all, stale_chains, unchanged_blocks};
+pub use jumps::jump_rules;
+pub use plan::plan;
 
 /// Failures of one sync.
 #[derive(Debug, thiserror::Error)]
@@ -71,49 +82,6 @@ pub struct SyncStats {
     pub rules: usize,
     /// `conntrack -D` runs for stale UDP endpoints.
     pub conntrack_deletes: usize,
-}
-
-/// The jumps from built-in chains into kube-proxy's chains.
-pub fn jump_rules() -> Vec<JumpRule> {
-    let rule = |table, chain, pre: &[&str], comment: &str, target: &str| JumpRule {
-        table,
-        chain,
-        args: pre
-            .iter()
-            .map(|s| s.to_string())
-            .chain(["-m", "comment", "--comment", comment, "-j", target].map(String::from))
-            .collect(),
-    };
-    let new = ["-m", "conntrack", "--ctstate", "NEW"];
-    let portals = "kubernetes service portals";
-    let external = "kubernetes externally-visible service portals";
-    vec![
-        rule("nat", "PREROUTING", &[], portals, render::KUBE_SERVICES),
-        rule("nat", "OUTPUT", &[], portals, render::KUBE_SERVICES),
-        rule(
-            "nat",
-            "POSTROUTING",
-            &[],
-            "kubernetes postrouting rules",
-            render::KUBE_POSTROUTING,
-        ),
-        rule("filter", "OUTPUT", &new, portals, render::KUBE_SERVICES),
-        rule("filter", "FORWARD", &new, portals, render::KUBE_SERVICES),
-        rule(
-            "filter",
-            "INPUT",
-            &new,
-            external,
-            render::KUBE_EXTERNAL_SERVICES,
-        ),
-        rule(
-            "filter",
-            "FORWARD",
-            &new,
-            external,
-            render::KUBE_EXTERNAL_SERVICES,
-        ),
-    ]
 }
 
 /// Keeps the kernel's Service NAT in step with snapshots.
@@ -184,7 +152,14 @@ impl<A: RulesetApplier> Syncer<A> {
             Some(c) => c.stale_chains(&blocks, &existing),
             None => stale_chains(&blocks, &existing),
         };
-        let skip = self.unchanged_blocks(&blocks, &prints, &existing, full, changes.as_ref());
+        let skip = unchanged_blocks(
+            &self.applied,
+            &blocks,
+            &prints,
+            &existing,
+            full,
+            changes.as_ref(),
+        );
         if !full
             && stale.is_empty()
             && skip.len() == blocks.len()
@@ -272,182 +247,18 @@ impl<A: RulesetApplier> Syncer<A> {
         Ok(listed)
     }
 
-    fn unchanged_blocks(
-        &self,
-        blocks: &[&ServicePortRules],
-        prints: &[u64],
-        existing: &HashSet<String>,
-        full: bool,
-        changes: Option<&Changes>,
-    ) -> Vec<usize> {
-        if full {
-            return Vec::new();
-        }
-        let unchanged = |i: usize, b: &ServicePortRules, p: &u64| {
-            changes.is_some_and(|c| c.clean[i])
-                || key(b).is_some_and(|k| self.applied.get(k) == Some(p))
-                    && b.chain_names().all(|c| existing.contains(c))
-        };
-        blocks
-            .iter()
-            .zip(prints)
-            .enumerate()
-            .filter(|(i, (b, p))| unchanged(*i, b, p))
-            .map(|(i, _)| i)
-            .collect()
-    }
-
+    /// Ensures the jump rules once, then again only after a failed apply.
     fn ensure_jumps(&mut self) -> Result<(), SyncError> {
-        if self.jumps_ensured {
-            return Ok(());
+        if !self.jumps_ensured {
+            jumps::ensure_jump_rules(&self.applier)?;
+            self.jumps_ensured = true;
         }
-        for rule in jump_rules() {
-            let inserted = self
-                .applier
-                .ensure_rule(&rule)
-                .map_err(|source| SyncError::Jump {
-                    table: rule.table,
-                    chain: rule.chain,
-                    source: Box::new(source),
-                })?;
-            if inserted {
-                info!(table = rule.table, chain = rule.chain, "inserted jump rule");
-            }
-        }
-        self.jumps_ensured = true;
         Ok(())
     }
 }
 
-/// Records every block as applied and its chains as in the kernel.
-fn record_all(
-    blocks: &[&ServicePortRules],
-    prints: &[u64],
-    applied: &mut HashMap<String, u64>,
-    known: &mut HashSet<String>,
-) {
-    *applied = blocks
-        .iter()
-        .zip(prints)
-        .filter_map(|(b, p)| Some((key(b)?.to_string(), *p)))
-        .collect();
-    // Skipped blocks' chains are in `known` already (else they'd be written).
-    for c in blocks.iter().flat_map(|b| b.chain_names()) {
-        if !known.contains(c) {
-            known.insert(c.to_string());
-        }
-    }
-}
-
-pub(crate) fn key(b: &ServicePortRules) -> Option<&str> {
-    b.chains.first().map(|c| c.name.as_str())
-}
-
-/// Per-service chains in the kernel that no block wants. Usually there are none,
-/// which counting shows without building a set of every wanted name (40k at 10k
-/// Services: a tenth of a partial sync's own CPU time). Counting is exact because
-/// blocks (sorted by port) name distinct chains, checked here for neighbours.
-fn stale_chains(blocks: &[&ServicePortRules], existing: &HashSet<String>) -> Vec<String> {
-    let ours = existing.iter().filter(|c| is_per_service_chain(c)).count();
-    let kept = blocks
-        .iter()
-        .flat_map(|b| b.chain_names())
-        .filter(|c| existing.contains(*c))
-        .count();
-    let distinct = blocks
-        .windows(2)
-        .all(|w| key(w[0]).is_none() || key(w[0]) != key(w[1]));
-    if kept == ours && distinct {
-        return Vec::new();
-    }
-    let mut wanted: HashSet<&str> = HashSet::with_capacity(existing.len());
-    wanted.extend(blocks.iter().flat_map(|b| b.chain_names()));
-    let mut stale: Vec<String> = existing
-        .iter()
-        .filter(|c| is_per_service_chain(c) && !wanted.contains(c.as_str()))
-        .cloned()
-        .collect();
-    stale.sort_unstable();
-    stale
-}
-
-/// The `iptables-restore --noflush` input of one sync, as one process (one cache
-/// fetch) and its number of transactions (`COMMIT`s): a single transaction, or (nft,
-/// many chains to write) first sections of whole Service ports' chains, each its own
-/// transaction, then the final filter and nat transactions with the top-level chains
-/// and the stale deletions. On nft a transaction's cost grows with the square of its
-/// size while each commit also pays for the table's size (see [`crate::backend`]);
-/// many stale chains (nft) are deleted in one more transaction at the end.
-pub fn plan(
-    blocks: &[&ServicePortRules],
-    skip: &[usize],
-    stale: Vec<String>,
-    backend: Backend,
-) -> (String, usize) {
-    let mut skipped = vec![false; blocks.len()];
-    skip.iter().for_each(|i| skipped[*i] = true);
-    let written: Vec<&ServicePortRules> = blocks
-        .iter()
-        .zip(&skipped)
-        .filter(|(_, s)| !**s)
-        .map(|(b, _)| *b)
-        .collect();
-    let total: usize = written.iter().map(|b| b.chains.len()).sum();
-    let separate_stale = backend
-        .max_stale_in_top_level()
-        .is_some_and(|m| stale.len() > m);
-    let (inline_stale, late_stale) = if separate_stale {
-        (Vec::new(), stale)
-    } else {
-        (stale, Vec::new())
-    };
-    let single = |skip: &[usize]| {
-        skip.iter()
-            .fold(RestoreInput::from_refs(blocks.to_vec()), |ri, i| {
-                ri.skip_chains_of(*i)
-            })
-            .delete_chains(inline_stale.clone())
-            .render()
-    };
-    let (mut out, mut commits) = match backend.max_chains_per_commit().filter(|m| total > *m) {
-        None => (single(skip), 2),
-        Some(max) => {
-            let sections = sections(written, max);
-            let all: Vec<usize> = (0..blocks.len()).collect();
-            let top = single(&all);
-            let mut out = String::with_capacity(top.len() * 8);
-            for section in &sections {
-                render::render_chain_batch(section, &mut out);
-            }
-            out.push_str(&top);
-            (out, sections.len() + 2)
-        }
-    };
-    if !late_stale.is_empty() {
-        render::render_stale_deletion(&late_stale, &mut out);
-        commits += 1;
-    }
-    (out, commits)
-}
-
-/// Whole Service ports' blocks grouped so that no group writes more than `max`
-/// chains (unless one block alone does).
-fn sections(written: Vec<&ServicePortRules>, max: usize) -> Vec<Vec<&ServicePortRules>> {
-    let mut sections: Vec<Vec<&ServicePortRules>> = vec![Vec::new()];
-    let mut in_section = 0;
-    for b in written {
-        if in_section + b.chains.len() > max && in_section > 0 {
-            sections.push(Vec::new());
-            in_section = 0;
-        }
-        in_section += b.chains.len();
-        if let Some(section) = sections.last_mut() {
-            section.push(b);
-        }
-    }
-    sections
-}
-
+/// What a sync writing `blocks` (but those in `skip`) and deleting `deleted` stale
+/// chains does, in one restore of two transactions.
 fn stats(blocks: &[&ServicePortRules], skip: &[usize], deleted: usize) -> SyncStats {
     let total: usize = blocks.iter().map(|b| b.chains.len()).sum();
     let skipped: usize = skip.iter().map(|i| blocks[*i].chains.len()).sum();

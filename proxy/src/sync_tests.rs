@@ -3,13 +3,50 @@ use crate::applier::{Call, RecordingApplier};
 use crate::model::tests::{endpoints, service};
 use serde_json::json;
 
-fn cfg() -> RenderConfig {
+pub(super) fn cfg() -> RenderConfig {
     RenderConfig {
         cluster_cidr: "10.244.0.0/16".into(),
         node_name: None,
     }
 }
 
+/// A syncer over a fresh fake applier (legacy iptables), and the fake.
+fn syncer() -> (RecordingApplier, Syncer<RecordingApplier>) {
+    syncer_on(RecordingApplier::default())
+}
+
+/// A syncer over a fresh fake applier that reports iptables-nft, and the fake.
+fn nft_syncer() -> (RecordingApplier, Syncer<RecordingApplier>) {
+    syncer_on(RecordingApplier {
+        nft: true,
+        ..Default::default()
+    })
+}
+
+fn syncer_on(fake: RecordingApplier) -> (RecordingApplier, Syncer<RecordingApplier>) {
+    let s = Syncer::new(fake.clone(), cfg());
+    (fake, s)
+}
+
+/// Per-service chains written by one sync of `snapshot`.
+fn written(s: &mut Syncer<RecordingApplier>, snapshot: &Snapshot, full: bool) -> usize {
+    s.sync(snapshot, full).unwrap().chains_written
+}
+
+/// The fake's nat chains that are per-service ones.
+fn per_service_chains(fake: &RecordingApplier) -> Vec<String> {
+    let chains = fake.current_chains("nat").unwrap().into_iter();
+    chains.filter(|c| is_per_service_chain(c)).collect()
+}
+
+/// The calls the fake recorded that match `pred`.
+fn calls_where(fake: &RecordingApplier, pred: impl Fn(&Call) -> bool) -> usize {
+    let calls = fake.calls.lock().unwrap();
+    calls.iter().filter(|c| pred(c)).count()
+}
+
+/// `default/web` with endpoints `web_eps` (port 80 → 8080), and with `with_api`
+/// also `default/kubernetes` with one endpoint.
 fn snap(web_eps: &[&str], with_api: bool) -> Snapshot {
     let addrs: Vec<_> = web_eps.iter().map(|ip| json!({"ip": ip})).collect();
     let mut s = Snapshot {
@@ -43,8 +80,7 @@ fn snap(web_eps: &[&str], with_api: bool) -> Snapshot {
 
 #[test]
 fn first_sync_is_one_restore_then_jumps_once() {
-    let fake = RecordingApplier::default();
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (fake, mut s) = syncer();
     let stats = s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
     assert_eq!(
         stats,
@@ -63,19 +99,18 @@ fn first_sync_is_one_restore_then_jumps_once() {
     let calls = fake.calls.lock().unwrap().clone();
     let first = calls.iter().find(|c| !matches!(c, Call::CurrentChains(_)));
     assert!(matches!(first, Some(Call::Apply(_))));
-    let jumps: Vec<_> = calls
-        .iter()
-        .filter(|c| matches!(c, Call::EnsureRule(_)))
-        .collect();
+    let jumps = |c: &Call| matches!(c, Call::EnsureRule(_));
     assert_eq!(
-        jumps.len(),
+        calls_where(&fake, jumps),
         7,
         "jump rules are ensured once, after the chains exist"
     );
     s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
-    let calls = fake.calls.lock().unwrap().clone();
-    let jumps = calls.iter().filter(|c| matches!(c, Call::EnsureRule(_)));
-    assert_eq!(jumps.count(), 7, "not re-checked while syncs succeed");
+    assert_eq!(
+        calls_where(&fake, jumps),
+        7,
+        "not re-checked while syncs succeed"
+    );
     assert_eq!(fake.applied().len(), 2, "the unchanged partial sync applied nothing");
     let chains = fake.current_chains("nat").unwrap();
     assert!(chains.contains("KUBE-SVC-NPX46M4PTMTKRN6Y"));
@@ -83,8 +118,7 @@ fn first_sync_is_one_restore_then_jumps_once() {
 
 #[test]
 fn partial_sync_rewrites_only_changed_service() {
-    let fake = RecordingApplier::default();
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (fake, mut s) = syncer();
     s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
     let stats = s
         .sync(&snap(&["10.244.0.2", "10.244.0.3"], true), false)
@@ -102,34 +136,25 @@ fn partial_sync_rewrites_only_changed_service() {
 
 #[test]
 fn unchanged_snapshot_writes_no_service_chains_unless_full() {
-    let fake = RecordingApplier::default();
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (_, mut s) = syncer();
     s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
-    assert_eq!(
-        s.sync(&snap(&["10.244.0.2"], true), false)
-            .unwrap()
-            .chains_written,
-        0
-    );
-    assert_eq!(
-        s.sync(&snap(&["10.244.0.2"], true), true)
-            .unwrap()
-            .chains_written,
-        4
-    );
+    assert_eq!(written(&mut s, &snap(&["10.244.0.2"], true), false), 0);
+    assert_eq!(written(&mut s, &snap(&["10.244.0.2"], true), true), 4);
 }
 
 #[test]
 fn unchanged_partial_sync_runs_no_restore_so_counters_survive() {
-    let fake = RecordingApplier::default();
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (fake, mut s) = syncer();
     s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
     let stats = s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
     assert_eq!((stats.restores, stats.chains_skipped), (0, 4));
     assert_eq!(fake.applied().len(), 1, "a no-op sync must not rewrite KUBE-SERVICES");
     s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
-    let lists = fake.calls.lock().unwrap().iter().filter(|c| matches!(c, Call::CurrentChains(_))).count();
-    assert_eq!(lists, 1, "no-op syncs keep the tracked chains instead of listing them again");
+    let lists = calls_where(&fake, |c| matches!(c, Call::CurrentChains(_)));
+    assert_eq!(
+        lists, 1,
+        "no-op syncs keep the tracked chains instead of listing them again"
+    );
     s.sync(&snap(&["10.244.0.2", "10.244.0.3"], true), false).unwrap();
     assert_eq!(fake.applied().len(), 2);
     s.sync(&snap(&["10.244.0.2", "10.244.0.3"], true), true).unwrap();
@@ -138,8 +163,7 @@ fn unchanged_partial_sync_runs_no_restore_so_counters_survive() {
 
 #[test]
 fn removed_service_chains_are_deleted() {
-    let fake = RecordingApplier::default();
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (fake, mut s) = syncer();
     s.sync(&snap(&["10.244.0.2", "10.244.0.3"], true), false)
         .unwrap();
     let stats = s.sync(&snap(&["10.244.0.3"], false), false).unwrap();
@@ -149,37 +173,25 @@ fn removed_service_chains_are_deleted() {
     );
     let input = fake.applied().pop().unwrap();
     assert!(input.contains("-X KUBE-SVC-NPX46M4PTMTKRN6Y\n"));
-    let left: Vec<_> = fake
-        .current_chains("nat")
-        .unwrap()
-        .into_iter()
-        .filter(|c| is_per_service_chain(c))
-        .collect();
+    let left = per_service_chains(&fake);
     assert_eq!(left.len(), 2, "{left:?}");
 }
 
 #[test]
 fn failed_apply_forces_full_rewrite_next_time() {
-    let fake = RecordingApplier::default();
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (fake, mut s) = syncer();
     s.sync(&snap(&["10.244.0.2"], true), false).unwrap();
     *fake.fail_apply.lock().unwrap() = Some("boom".into());
     let err = s.sync(&snap(&["10.244.0.2", "10.244.0.3"], true), false).unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
     *fake.fail_apply.lock().unwrap() = None;
-    assert_eq!(
-        s.sync(&snap(&["10.244.0.2"], true), false)
-            .unwrap()
-            .chains_written,
-        4
-    );
+    assert_eq!(written(&mut s, &snap(&["10.244.0.2"], true), false), 4);
 }
 
 #[test]
 fn foreign_chains_are_never_deleted() {
-    let fake = RecordingApplier::default();
+    let (fake, mut s) = syncer();
     fake.nat_chains.lock().unwrap().insert("DOCKER".into());
-    let mut s = Syncer::new(fake.clone(), cfg());
     let stats = s.sync(&Snapshot::default(), false).unwrap();
     assert_eq!(stats.chains_deleted, 0);
     assert!(fake.current_chains("nat").unwrap().contains("DOCKER"));
@@ -187,12 +199,11 @@ fn foreign_chains_are_never_deleted() {
 
 #[test]
 fn chains_are_listed_once_then_tracked_in_memory() {
-    let fake = RecordingApplier::default();
+    let (fake, mut s) = syncer();
     fake.nat_chains
         .lock()
         .unwrap()
         .insert("KUBE-SEP-LEFTOVER0000000".into());
-    let mut s = Syncer::new(fake.clone(), cfg());
     let stats = s.sync(&snap(&["10.244.0.2"], false), true).unwrap();
     assert_eq!(
         stats.chains_deleted, 1,
@@ -208,7 +219,7 @@ fn chains_are_listed_once_then_tracked_in_memory() {
 }
 
 /// `n` Services with 3 endpoints each.
-fn many(n: usize) -> Snapshot {
+pub(super) fn many(n: usize) -> Snapshot {
     let mut s = Snapshot::default();
     for i in 0..n {
         let name = format!("svc{i}");
@@ -242,11 +253,7 @@ fn nat_sections(input: &str) -> Vec<&str> {
 
 #[test]
 fn nft_splits_big_syncs_into_bounded_transactions_then_top_level() {
-    let fake = RecordingApplier {
-        nft: true,
-        ..Default::default()
-    };
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (fake, mut s) = nft_syncer();
     let stats = s.sync(&many(1200), true).unwrap();
     assert_eq!(stats.chains_written, 4800);
     assert_eq!(stats.restores, 1, "one iptables-restore run");
@@ -300,16 +307,14 @@ fn nft_splits_big_syncs_into_bounded_transactions_then_top_level() {
 
 #[test]
 fn legacy_applies_big_syncs_in_one_restore() {
-    let fake = RecordingApplier::default();
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (_, mut s) = syncer();
     let stats = s.sync(&many(600), true).unwrap();
     assert_eq!((stats.restores, stats.commits), (1, 2));
 }
 
 #[test]
 fn removed_udp_endpoint_gets_its_conntrack_entries_deleted() {
-    let fake = RecordingApplier::default();
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (fake, mut s) = syncer();
     let dns = |ips: &[&str]| {
         let addrs: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
         Snapshot {
@@ -349,11 +354,7 @@ fn removed_udp_endpoint_gets_its_conntrack_entries_deleted() {
 
 #[test]
 fn nft_deletes_many_stale_chains_in_a_trailing_transaction() {
-    let fake = RecordingApplier {
-        nft: true,
-        ..Default::default()
-    };
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (fake, mut s) = nft_syncer();
     s.sync(&many(100), true).unwrap();
     let stats = s.sync(&many(10), false).unwrap();
     assert_eq!(stats.chains_deleted, 360);
@@ -367,12 +368,7 @@ fn nft_deletes_many_stale_chains_in_a_trailing_transaction() {
     let stale = sections[1];
     assert_eq!(stale.matches("-X ").count(), 360);
     assert_eq!(stale.lines().count(), 720, "only flushes and deletes");
-    let left: Vec<_> = fake
-        .current_chains("nat")
-        .unwrap()
-        .into_iter()
-        .filter(|c| is_per_service_chain(c))
-        .collect();
+    let left = per_service_chains(&fake);
     assert_eq!(left.len(), 40, "{left:?}");
     // A few stale chains stay in the top-level transaction.
     let stats = s.sync(&many(9), false).unwrap();
@@ -385,37 +381,10 @@ fn nft_deletes_many_stale_chains_in_a_trailing_transaction() {
 
 #[test]
 fn legacy_deletes_stale_chains_in_its_single_transaction() {
-    let fake = RecordingApplier::default();
-    let mut s = Syncer::new(fake.clone(), cfg());
+    let (fake, mut s) = syncer();
     s.sync(&many(100), true).unwrap();
     let stats = s.sync(&many(10), false).unwrap();
     assert_eq!((stats.commits, stats.chains_deleted), (2, 360));
     let input = fake.applied().pop().unwrap();
     assert_eq!(nat_sections(&input).len(), 1);
-}
-
-#[test]
-fn stale_chains_are_found_by_count_or_by_name() {
-    let blocks = render::render_blocks(&many(3), &cfg());
-    let refs: Vec<&ServicePortRules> = blocks.iter().collect();
-    let mut existing: HashSet<String> = refs
-        .iter()
-        .flat_map(|b| b.chain_names())
-        .map(String::from)
-        .collect();
-    existing.insert("KUBE-POSTROUTING".into());
-    assert!(stale_chains(&refs, &existing).is_empty());
-    existing.insert("KUBE-SEP-GONE".into());
-    assert_eq!(stale_chains(&refs, &existing), vec!["KUBE-SEP-GONE"]);
-    // The same port twice names its chains twice: a count alone would miss the
-    // four stale chains here.
-    let twice = vec![refs[0], refs[0], refs[1]];
-    let mut existing: HashSet<String> = twice[1..]
-        .iter()
-        .flat_map(|b| b.chain_names())
-        .map(String::from)
-        .collect();
-    let gone: Vec<String> = (0..4).map(|i| format!("KUBE-SEP-GONE{i}")).collect();
-    existing.extend(gone.iter().cloned());
-    assert_eq!(stale_chains(&twice, &existing), gone);
 }

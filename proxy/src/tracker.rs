@@ -9,39 +9,28 @@
 //! the copy seen last time. A full sync re-derives every Service, so nothing the
 //! cache holds can hide drift from it.
 //!
-//! The tracker also tells a sync which blocks are new since the last successful
-//! apply ([`PortTracker::checkpoint`]) and which applied blocks went away, so a
-//! partial sync looks up only those in its bookkeeping.
+//! This module keeps the bookkeeping: which Services it holds (in namespace/name
+//! order), which update saw or derived what, and which blocks are new since the
+//! last successful apply ([`PortTracker::checkpoint`]) or went away since, so a
+//! partial sync looks up only those in its bookkeeping ([`Changes`]). Deriving a
+//! changed Service's ports and blocks is in `tracker/derive.rs`.
 
-use std::collections::{HashMap, HashSet};
+mod derive;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::conntrack::{self, UdpPorts};
-use crate::model::{ports_of, ServicePortInfo, Snapshot};
-use crate::render::{self, RenderConfig, ServicePortRules};
+use crate::model::Snapshot;
+use crate::render::{RenderConfig, ServicePortRules};
+use derive::{Ctx, Derived, Entry};
 
-/// One derived Service port: its info, rendered block and the block's fingerprint.
-#[derive(Debug, Clone)]
-struct Derived {
-    info: ServicePortInfo,
-    rules: Arc<ServicePortRules>,
-    print: u64,
-    /// The update that rendered it.
-    born: u64,
-}
-
-/// A Service as last derived.
-#[derive(Debug)]
-struct Entry {
-    svc: Service,
-    eps: Option<Endpoints>,
-    ports: Vec<Derived>,
-    /// The update that last saw this Service.
-    seen: u64,
-}
+/// A partial sync's view of a [`Derivation`] (it lives with the sync's bookkeeping
+/// of what the kernel holds; re-exported at its old path).
+pub use crate::sync::Changes;
 
 /// Every proxied Service port of one sync, in `ServicePortName`/protocol order.
 #[derive(Debug, Default)]
@@ -243,64 +232,6 @@ impl PortTracker {
     }
 }
 
-/// What deriving needs besides the objects.
-struct Ctx<'a> {
-    cfg: &'a RenderConfig,
-    node: Option<&'a str>,
-    generation: u64,
-    checkpoint: u64,
-}
-
-impl Ctx<'_> {
-    /// Derives a Service's ports, reusing `old` blocks whose port info is unchanged
-    /// and retiring the others.
-    fn derive(
-        &self,
-        svc: &Service,
-        eps: Option<&Endpoints>,
-        mut old: Vec<Derived>,
-        retired: &mut Vec<Arc<ServicePortRules>>,
-    ) -> Entry {
-        let mut infos = ports_of(svc, eps, self.node);
-        infos.sort_by(|a, b| (&a.name, a.protocol).cmp(&(&b.name, b.protocol)));
-        let ports = infos
-            .into_iter()
-            .map(|info| match old.iter().position(|d| d.info == info) {
-                Some(i) => old.swap_remove(i),
-                None => {
-                    let rules = render::render_service_port(&info, self.cfg);
-                    let print = rules.fingerprint();
-                    Derived {
-                        info,
-                        rules: Arc::new(rules),
-                        print,
-                        born: self.generation,
-                    }
-                }
-            })
-            .collect();
-        self.retire(old.iter(), retired);
-        Entry {
-            svc: svc.clone(),
-            eps: eps.cloned(),
-            ports,
-            seen: self.generation,
-        }
-    }
-
-    /// Records dropped blocks that the last checkpoint had.
-    fn retire<'d>(
-        &self,
-        gone: impl Iterator<Item = &'d Derived>,
-        retired: &mut Vec<Arc<ServicePortRules>>,
-    ) {
-        retired.extend(
-            gone.filter(|d| d.born <= self.checkpoint)
-                .map(|d| d.rules.clone()),
-        );
-    }
-}
-
 fn key(meta: &ObjectMeta) -> (&str, &str) {
     (
         meta.namespace.as_deref().unwrap_or_default(),
@@ -331,82 +262,6 @@ fn same_eps(old: Option<&Endpoints>, new: Option<&Endpoints>) -> bool {
         (None, None) => true,
         (Some(a), Some(b)) => same(a, b, meta_eps),
         _ => false,
-    }
-}
-
-/// A partial sync's view of what changed since the checkpoint, when the kernel
-/// holds exactly the checkpoint's blocks' chains and `applied` their fingerprints
-/// (chain names are per Service port, so no two blocks share one).
-#[derive(Debug)]
-pub struct Changes<'a> {
-    /// Per block: unchanged since the checkpoint (so applied and in the kernel).
-    pub clean: &'a [bool],
-    /// Blocks of the checkpoint that are gone.
-    pub retired: &'a [Arc<ServicePortRules>],
-}
-
-impl Changes<'_> {
-    fn dirty<'b>(
-        &'b self,
-        blocks: &'b [&'b ServicePortRules],
-    ) -> impl Iterator<Item = &'b ServicePortRules> {
-        blocks
-            .iter()
-            .zip(self.clean)
-            .filter(|(_, clean)| !**clean)
-            .map(|(b, _)| *b)
-    }
-
-    /// The chains of retired blocks that are in the kernel and no block wants,
-    /// sorted: the kernel's other chains are the clean blocks'.
-    pub fn stale_chains(
-        &self,
-        blocks: &[&ServicePortRules],
-        existing: &HashSet<String>,
-    ) -> Vec<String> {
-        let wanted: HashSet<&str> = self.dirty(blocks).flat_map(|b| b.chain_names()).collect();
-        let mut stale: Vec<String> = self
-            .retired
-            .iter()
-            .flat_map(|b| b.chain_names())
-            .filter(|c| existing.contains(*c) && !wanted.contains(c))
-            .map(String::from)
-            .collect();
-        stale.sort_unstable();
-        stale.dedup();
-        stale
-    }
-
-    /// Records the new blocks as applied and their chains as in the kernel, and
-    /// forgets the retired ones (their stale chains are already out of `known`).
-    pub fn record(
-        &self,
-        blocks: &[&ServicePortRules],
-        prints: &[u64],
-        applied: &mut HashMap<String, u64>,
-        known: &mut HashSet<String>,
-    ) {
-        for gone in self.retired {
-            if let Some(k) = crate::sync::key(gone) {
-                applied.remove(k);
-            }
-        }
-        for (b, p) in blocks
-            .iter()
-            .zip(prints)
-            .zip(self.clean)
-            .filter(|(_, c)| !**c)
-            .map(|(bp, _)| bp)
-        {
-            if let Some(k) = crate::sync::key(b) {
-                applied.insert(k.to_string(), *p);
-            }
-            for c in b.chain_names() {
-                if !known.contains(c) {
-                    known.insert(c.to_string());
-                }
-            }
-        }
     }
 }
 

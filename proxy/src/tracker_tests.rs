@@ -57,11 +57,16 @@ fn check(t: &mut PortTracker, s: &Snapshot, full: bool) {
     assert_eq!(d.udp, conntrack::udp_ports(&ports));
 }
 
+/// A tracker that has derived [`snap`] once (checked), and that snapshot.
+fn tracked() -> (PortTracker, Snapshot) {
+    let (mut t, s) = (PortTracker::default(), snap());
+    check(&mut t, &s, false);
+    (t, s)
+}
+
 #[test]
 fn a_changed_service_is_the_only_one_re_derived() {
-    let mut t = PortTracker::default();
-    let mut s = snap();
-    check(&mut t, &s, false);
+    let (mut t, mut s) = tracked();
     assert_eq!(t.last_derived(), 3);
     check(&mut t, &s, false);
     assert_eq!(t.last_derived(), 0, "nothing changed");
@@ -74,9 +79,7 @@ fn a_changed_service_is_the_only_one_re_derived() {
 
 #[test]
 fn an_endpoints_only_change_is_picked_up() {
-    let mut t = PortTracker::default();
-    let mut s = snap();
-    check(&mut t, &s, false);
+    let (mut t, mut s) = tracked();
     s.endpoints[1] = eps("a", &["10.244.0.3", "10.244.0.9"]);
     check(&mut t, &s, false);
     assert_eq!(t.last_derived(), 1);
@@ -87,9 +90,7 @@ fn an_endpoints_only_change_is_picked_up() {
 
 #[test]
 fn added_deleted_and_duplicate_services_match_a_fresh_render() {
-    let mut t = PortTracker::default();
-    let mut s = snap();
-    check(&mut t, &s, false);
+    let (mut t, mut s) = tracked();
     s.services.push(svc("d", 3, 80));
     check(&mut t, &s, false);
     assert_eq!(t.last_derived(), 1);

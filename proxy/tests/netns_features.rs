@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{cfg, in_netns, require_root, Lab};
+use common::{in_netns, require_root, Lab};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use minion_proxy::{Snapshot, Syncer};
+use minion_proxy::Snapshot;
 use serde_json::{json, Value};
 
 fn service(name: &str, ip: &str, extra: Value, ports: Value) -> Service {
@@ -65,7 +65,7 @@ fn three_endpoints_each_get_20_to_47_percent_of_300_requests() {
     for i in 0..3 {
         lab.start_httpd(i, &format!("pod-{i}\n"));
     }
-    let mut syncer = Syncer::new(lab.applier(), cfg());
+    let mut syncer = lab.syncer();
     syncer.sync(&web(&ips), true).expect("sync");
     let mut hits: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..300 {
@@ -93,7 +93,7 @@ fn foreign_nat_rules_survive_ten_syncs() {
     lab.node_ok("iptables -w -t nat -A FOREIGN -s 192.0.2.0/24 -j RETURN");
     lab.node_ok("iptables -w -t nat -A POSTROUTING -s 198.51.100.0/24 -j FOREIGN");
     lab.node_ok("iptables -w -t filter -A FORWARD -s 198.51.100.0/24 -j ACCEPT");
-    let mut syncer = Syncer::new(lab.applier(), cfg());
+    let mut syncer = lab.syncer();
     for round in 0..10 {
         let ips = if round % 2 == 0 {
             vec![a.clone(), b.clone()]
@@ -136,7 +136,7 @@ fn established_tcp_connection_survives_a_proxy_restart() {
             json!([{"name": "tcp", "port": 9000}]),
         )],
     };
-    let mut first = Syncer::new(lab.applier(), cfg());
+    let mut first = lab.syncer();
     first.sync(&snap, true).expect("first sync");
     let mut conn = in_netns(&lab.node, || {
         TcpStream::connect_timeout(
@@ -156,7 +156,7 @@ fn established_tcp_connection_survives_a_proxy_restart() {
     // The proxy dies (its memory is gone, its rules stay) and a new one starts with a
     // full sync, then a partial one.
     drop(first);
-    let mut second = Syncer::new(lab.applier(), cfg());
+    let mut second = lab.syncer();
     let stats = second.sync(&snap, true).expect("restart sync");
     assert!(stats.chains_written > 0);
     second.sync(&snap, false).expect("partial sync");
@@ -172,7 +172,7 @@ fn node_port_works_from_another_namespace() {
     let a = lab.add_pod();
     lab.start_httpd(0, "via node port\n");
     let client = lab.add_client();
-    let mut syncer = Syncer::new(lab.applier(), cfg());
+    let mut syncer = lab.syncer();
     syncer.sync(&web(&[a]), true).expect("sync");
     assert_eq!(
         lab.curl(&client, "http://192.168.77.1:30080/").as_deref(),
@@ -210,7 +210,7 @@ fn udp_flow_moves_to_the_new_endpoint_after_its_endpoint_is_removed() {
             json!([{"name": "dns", "port": 5353, "protocol": "UDP"}]),
         )],
     };
-    let mut syncer = Syncer::new(lab.applier(), cfg());
+    let mut syncer = lab.syncer();
     syncer
         .sync(&dns(&[a.clone(), b.clone()]), true)
         .expect("sync");
@@ -241,7 +241,7 @@ fn hairpin_pod_reaches_itself_through_its_service() {
     let mut lab = Lab::new("hairpin");
     let a = lab.add_pod();
     lab.start_httpd(0, "myself\n");
-    let mut syncer = Syncer::new(lab.applier(), cfg());
+    let mut syncer = lab.syncer();
     syncer.sync(&web(&[a]), true).expect("sync");
     // The SEP chain's `-s <pod> -j KUBE-MARK-MASQ` makes the node masquerade the
     // pod's own connection, so the reply comes back through the node's NAT.
@@ -280,7 +280,7 @@ fn deleting_many_services_removes_every_chain_in_a_trailing_transaction() {
             json!([{"name": "http", "port": 8080}]),
         ));
     }
-    let mut syncer = Syncer::new(lab.applier(), cfg());
+    let mut syncer = lab.syncer();
     syncer.sync(&snap, true).expect("first sync");
     let ours = |nat: &str| -> Vec<String> {
         nat.lines()

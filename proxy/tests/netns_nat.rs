@@ -7,10 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cfg, require_root, Lab};
+use common::{require_root, Lab};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use minion_proxy::names::{endpoint_chain, service_chain, Protocol, ServicePortName};
-use minion_proxy::{Snapshot, Syncer};
+use minion_proxy::Snapshot;
 use serde_json::json;
 
 /// A pod serving `body` on :8080; returns its IP.
@@ -88,7 +88,7 @@ fn cluster_ip_reaches_pod_through_real_iptables() {
     }
     let mut lab = Lab::new("nat");
     let pod_ip = web_pod(&mut lab, "hello from the pod\n");
-    let mut syncer = Syncer::new(lab.applier(), cfg());
+    let mut syncer = lab.syncer();
     let stats = syncer
         .sync(&snapshot(Some(&[&pod_ip])), true)
         .expect("first sync");
@@ -120,7 +120,7 @@ fn cluster_ip_reaches_pod_through_real_iptables() {
 
     // A restarted proxy neither duplicates the jumps nor rewrites unchanged chains
     // after its first (full) sync.
-    let mut again = Syncer::new(lab.applier(), cfg());
+    let mut again = lab.syncer();
     again
         .sync(&snapshot(Some(&[&pod_ip])), true)
         .expect("restart sync");
@@ -160,7 +160,7 @@ fn statistic_rules_spread_connections_over_endpoints() {
     let mut lab = Lab::new("nat");
     let a = web_pod(&mut lab, "pod-a\n");
     let b = web_pod(&mut lab, "pod-b\n");
-    let mut syncer = Syncer::new(lab.applier(), cfg());
+    let mut syncer = lab.syncer();
     syncer.sync(&snapshot(Some(&[&a, &b])), true).expect("sync");
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {

@@ -188,3 +188,7 @@ fn sep_chain(info: &ServicePortInfo, ep: SocketAddrV4) -> Chain {
     ];
     Chain { name: sep, rules }
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

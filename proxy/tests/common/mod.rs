@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use minion_proxy::applier::IptablesApplier;
-use minion_proxy::RenderConfig;
+use minion_proxy::{RenderConfig, Syncer};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -258,6 +258,12 @@ impl Lab {
         ok(&format!("ip netns exec {} {cmd}", self.node))
     }
 
+    /// A fresh proxy (nothing applied yet) for the node namespace, on [`cfg`].
+    pub fn syncer(&self) -> Syncer<IptablesApplier> {
+        Syncer::new(self.applier(), cfg())
+    }
+
+    /// The real iptables binaries, run inside the node namespace.
     pub fn applier(&self) -> IptablesApplier {
         IptablesApplier::new("iptables-restore".into(), "iptables".into()).with_prefix(
             ["ip", "netns", "exec", &self.node]
