@@ -172,3 +172,69 @@ mod tests {
         assert!(long.join(START_SOCK).exists());
     }
 }
+
+/// What `fork_into_cgroup` returned on each side.
+pub enum Forked {
+    /// In the child; `placed` tells whether it started inside the cgroup.
+    Child { placed: bool },
+    Parent { child: nix::unistd::Pid },
+}
+
+/// `clone_args` of clone3(2), up to `cgroup` (kernel 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3's CLONE_INTO_CGROUP (not in the libc crate's constants).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Forks, starting the child directly inside the cgroup v2 directory `cgroup`
+/// when one is given: clone3(2) with CLONE_INTO_CGROUP, as crun does. Nothing
+/// is migrated then, so the kernel's global threadgroup lock (and the RCU
+/// grace period its writer waits for, see `cgroups::enter_self`) is never
+/// taken. A kernel or cgroup that refuses it (ENOSYS before 5.7, a v1
+/// directory, a domain with controllers in use below it) gets a plain fork,
+/// and the child is told it still has to join.
+///
+/// # Safety
+/// As for fork(2): the caller is single-threaded. The child of the clone3
+/// path has not been through glibc's fork, so glibc's cached thread id in the
+/// child still names the parent's thread; glibc uses it for `pthread_kill` of
+/// another thread and for recursive or error-checking pthread mutexes, none of
+/// which a single-threaded child that goes on to exec or exit uses (`raise`
+/// asks the kernel for the caller's tid, and Rust's std locks are futexes).
+pub unsafe fn fork_into_cgroup(cgroup: Option<&OwnedFd>) -> nix::Result<Forked> {
+    if let Some(fd) = cgroup {
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: a fork-like clone3 (no CLONE_VM, no stack: the child runs on
+        // a copy of this stack, as after fork); the args outlive the call.
+        let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size_of::<CloneArgs>()) };
+        match r {
+            0 => return Ok(Forked::Child { placed: true }),
+            pid if pid > 0 => return Ok(Forked::Parent { child: nix::unistd::Pid::from_raw(pid as i32) }),
+            _ => tracing::debug!(error = %nix::errno::Errno::last(), "clone3 into the cgroup refused; forking"),
+        }
+    }
+    // SAFETY: the caller's promise (single-threaded).
+    Ok(match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => Forked::Child { placed: false },
+        nix::unistd::ForkResult::Parent { child } => Forked::Parent { child },
+    })
+}

@@ -116,9 +116,9 @@ pub async fn pods_by_namespace(
 ) -> Result<std::collections::HashMap<String, Vec<Arc<Value>>>, ApiError> {
     let mut out = std::collections::HashMap::new();
     for ns in namespaces {
-        if !out.contains_key(&ns) {
-            let pods = list_all(app, "", "pods", Some(&ns)).await?;
-            out.insert(ns, pods);
+        if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(ns) {
+            let pods = list_all(app, "", "pods", Some(slot.key())).await?;
+            slot.insert(pods);
         }
     }
     Ok(out)
