@@ -181,9 +181,11 @@ fn run_reports_exit_code_and_writes_cri_log() {
     }
     let f = Fixture::new();
     let b = f.bundle(&["/bin/sh", "-c", "echo hi; echo oops >&2; exit 3"], |_| {});
-    let out = f.rt(&["run", &f.id, "--bundle", b.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let diag = f.path("runtime.log");
+    let out = f.rt(&["--log", diag.to_str().unwrap(), "run", &f.id, "--bundle", b.to_str().unwrap()]);
     let log = f.log();
+    let runtime_log = fs::read_to_string(&diag).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(3), "stderr: {}\nCRI log: {log}\n--log: {runtime_log}", String::from_utf8_lossy(&out.stderr));
     assert!(log.contains(" stdout F hi\n"), "{log}");
     assert!(log.contains(" stderr F oops\n"), "{log}");
     let first = log.lines().next().unwrap();
