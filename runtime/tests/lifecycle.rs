@@ -403,6 +403,29 @@ fn cgroup_v2_unified_mount() {
     assert!(!root.join(f.cgroups_path().trim_start_matches('/')).exists());
 }
 
+/// `exec` on cgroup v2: the process is forked straight into the container's
+/// cgroup (clone3), and sees it as its own.
+#[test]
+fn exec_on_cgroup_v2_runs_in_the_container_cgroup() {
+    if !require_root() {
+        return;
+    }
+    let Some(root) = cgroup2_root() else {
+        eprintln!("skipping: no cgroup2 mount");
+        return;
+    };
+    let f = Fixture::with_cgroup_root(root);
+    let b = f.bundle(&["sleep", "100"], |_| {});
+    f.rt_ok(&["create", &f.id, "--bundle", b.to_str().unwrap()]);
+    f.rt_ok(&["start", &f.id]);
+    let out = f.rt_ok(&["exec", &f.id, "--", "cat", "/proc/self/cgroup"]);
+    assert!(out.contains(&format!("0::{}", f.cgroups_path())), "{out}");
+    let procs = fs::read_to_string(root.join(f.cgroups_path().trim_start_matches('/')).join("cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 1, "only the init is left in the cgroup: {procs}");
+    f.rt_ok(&["delete", "--force", &f.id]);
+    assert!(!root.join(f.cgroups_path().trim_start_matches('/')).exists());
+}
+
 /// The node's cgroup2 hierarchy: the root on a v2 node, `unified` on a hybrid one.
 fn cgroup2_root() -> Option<&'static Path> {
     let unified = Path::new("/sys/fs/cgroup/unified");
