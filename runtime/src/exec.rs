@@ -262,32 +262,21 @@ impl Helper<'_> {
         w: OwnedFd,
         pid_w: OwnedFd,
     ) -> i32 {
-        // cgroup v2: the process is forked straight into the cgroup (see
-        // `sys::fork_into_cgroup`); the directory is opened before setns
-        // changes what paths mean.
-        let v2_leaf = self.v2_leaf();
-        if let Err(msg) = self.enter(nss, v2_leaf.is_none()) {
+        if let Err(msg) = self.enter(nss) {
             init::send(w.as_fd(), &msg);
             return 1;
         }
         // SAFETY: single-threaded; the child sets up and execs or exits.
-        match unsafe { crate::sys::fork_into_cgroup(v2_leaf.as_ref()) } {
+        match unsafe { fork() } {
             Err(e) => {
                 init::send(w.as_fd(), &format!("fork: {e}"));
                 1
             }
-            Ok(crate::sys::Forked::Child { placed }) => {
+            Ok(ForkResult::Child) => {
                 drop(pid_w);
-                if let (false, Some(dir)) = (placed, &v2_leaf) {
-                    if let Err(e) = crate::cgroups::enter_self_at(dir) {
-                        init::send(w.as_fd(), &format!("join cgroup: {e}"));
-                        std::process::exit(1);
-                    }
-                }
-                drop(v2_leaf);
                 self.exec_process(console, seccomp, w)
             }
-            Ok(crate::sys::Forked::Parent { child }) => {
+            Ok(ForkResult::Parent { child }) => {
                 drop((console, w));
                 // fork returned the pid in our (the host's) pid namespace.
                 init::send(&pid_w, &format!("{child}\n"));
@@ -304,22 +293,9 @@ impl Helper<'_> {
         }
     }
 
-    /// The container's cgroup v2 directory (one leaf, no v1 `tasks`), opened.
-    fn v2_leaf(&self) -> Option<OwnedFd> {
-        let [leaf] = self.st.cgroup_paths.as_slice() else { return None };
-        if leaf.join("tasks").exists() {
-            return None;
-        }
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        nix::fcntl::open(leaf, flags, nix::sys::stat::Mode::empty()).ok()
-    }
-
-    /// Joins the container's cgroup (unless `cgroup` is false: the process
-    /// is forked into it), then its namespaces.
-    fn enter(&self, nss: Namespaces, cgroup: bool) -> Result<(), String> {
-        if cgroup {
-            crate::cgroups::enter_self(&self.st.cgroup_paths).map_err(|e| format!("join cgroup: {e}"))?;
-        }
+    /// Joins the container's cgroup, then its namespaces.
+    fn enter(&self, nss: Namespaces) -> Result<(), String> {
+        crate::cgroups::enter_self(&self.st.cgroup_paths).map_err(|e| format!("join cgroup: {e}"))?;
         for (fd, flag, path) in nss {
             nix::sched::setns(fd, flag).map_err(|e| format!("setns {path}: {e}"))?;
         }

@@ -70,17 +70,6 @@ pub fn enter_self(leaves: &[PathBuf]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Moves the calling process into the cgroup v2 directory open as `dir`
-/// (for a caller that has left the host's mount namespace).
-pub fn enter_self_at(dir: &std::os::fd::OwnedFd) -> Result<(), Error> {
-    use std::io::Write;
-    let path = PathBuf::from("cgroup.procs");
-    let flags = nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC;
-    let fd = nix::fcntl::openat(dir, &path, flags, nix::sys::stat::Mode::empty())
-        .map_err(|e| Error::Write { path: path.clone(), value: "0".into(), source: e.into() })?;
-    std::fs::File::from(fd).write_all(b"0").map_err(|source| Error::Write { path, value: "0".into(), source })
-}
-
 /// The resource limits minion applies (a subset of `linux.resources`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resources {

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
-use nix::unistd::Pid;
+use nix::unistd::{fork, ForkResult, Pid};
 
 use super::log::LogWriter;
 use super::run::Monitor;
@@ -65,17 +65,6 @@ pub(super) fn make_cgroup(opts: &CreateOptions, cg_path: &str) -> Result<(Cgroup
     }
     let oom_baseline = cgroup.oom_kill_count();
     Ok((cgroup, leaves, oom_baseline))
-}
-
-/// The container's cgroup v2 directory, opened for clone3's CLONE_INTO_CGROUP
-/// (None on v1, or when it cannot be opened: the init then joins by itself).
-fn v2_leaf(cfg: &InitConfig) -> Option<OwnedFd> {
-    let [leaf] = cfg.cgroup_leaves.as_slice() else { return None };
-    if cfg.cgroup_mode != crate::cgroups::Mode::V2 {
-        return None;
-    }
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    nix::fcntl::open(leaf, flags, nix::sys::stat::Mode::empty()).ok()
 }
 
 /// What the init needs, besides the spec.
@@ -151,20 +140,19 @@ pub(super) fn fork_init(cfg: &InitConfig, opts: &CreateOptions, ends: StdioEnds,
     let own_pidns = super::hooks::own_pidns(&cfg.spec, opts.runc_mode)?;
     enter_pid_ns(&cfg.spec)?;
     let start_fifo = ends.start_fifo;
-    let cgroup_dir = v2_leaf(cfg);
     // SAFETY: the monitor (or runc mode's `create`) is single-threaded.
-    let child = match unsafe { sys::fork_into_cgroup(cgroup_dir.as_ref()) }.map_err(|e| format!("fork init: {e}"))? {
-        sys::Forked::Child { placed } => {
-            drop((go_w, sync_r, out_r, err_r, cgroup_dir));
+    let child = match unsafe { fork() }.map_err(|e| format!("fork init: {e}"))? {
+        ForkResult::Child => {
+            drop((go_w, sync_r, out_r, err_r));
             // The create caller's result pipe must not stay open in the init.
             let mut keep = vec![go_r.as_raw_fd(), sync_w.as_raw_fd()];
             keep.extend([&out_w, &err_w, &console, &start_fifo].into_iter().flatten().map(|f| f.as_raw_fd()));
             close_other_fds(&keep);
-            init_main(cfg, ChildFds { go_r, sync_w, out_w, err_w, console, start_fifo, in_cgroup: placed })
+            init_main(cfg, ChildFds { go_r, sync_w, out_w, err_w, console, start_fifo })
         }
-        sys::Forked::Parent { child } => child,
+        ForkResult::Parent { child } => child,
     };
-    drop((go_r, sync_w, out_w, err_w, console, start_fifo, cgroup_dir));
+    drop((go_r, sync_w, out_w, err_w, console, start_fifo));
     let restored = super::hooks::restore_pidns(own_pidns);
     Ok((child, ParentFds { go_w, sync_r, out_r, err_r, restored }))
 }

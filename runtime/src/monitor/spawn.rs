@@ -26,8 +26,6 @@ pub(super) struct ChildFds {
     pub console: Option<OwnedFd>,
     /// runc mode: the exec fifo (read-write); `start` is a byte written to it.
     pub start_fifo: Option<OwnedFd>,
-    /// The fork already started the init inside its cgroup (v2, clone3).
-    pub in_cgroup: bool,
 }
 
 /// Joins the pid namespace given by path, or unshares a new one, so the next
@@ -80,10 +78,8 @@ pub(super) fn init_main(cfg: &InitConfig, fds: ChildFds) -> ! {
     }
     drop((fds.out_w, fds.err_w));
     // Into the container's cgroup before anything else (namespaces, mounts)
-    // is charged, and without the monitor's help: see `cgroups::enter_self`
-    // (on v2 the fork placed it there already when it could).
-    let joined = if fds.in_cgroup { Ok(()) } else { crate::cgroups::enter_self(&cfg.cgroup_leaves) };
-    if let Err(e) = joined {
+    // is charged, and without the monitor's help: see `cgroups::enter_self`.
+    if let Err(e) = crate::cgroups::enter_self(&cfg.cgroup_leaves) {
         init::send(fds.sync_w.as_fd(), &format!("error: join cgroup: {e}\n"));
         std::process::exit(1);
     }

@@ -45,5 +45,11 @@ r=$?
 note "cgroup v2 acceptance checks: exit $r in $(( $(date +%s) - t0 ))s"
 [ "$r" = 0 ] || rc=1
 
+if [ "$rc" != 0 ]; then
+  # The console runs at loglevel 3: what the kernel said about killed or crashed
+  # processes (OOM kills, segfaults) only shows here.
+  note "kernel messages about killed or crashed processes"
+  dmesg | grep -iE "oom|killed process|segfault|traps:|general protection" | tail -n 40
+fi
 note "guest total: $(( $(date +%s) - start ))s, exit $rc"
 exit "$rc"
