@@ -390,10 +390,7 @@ fn cgroup_v2_unified_mount() {
     if !require_root() {
         return;
     }
-    let Some(root) = cgroup2_root() else {
-        eprintln!("skipping: no cgroup2 mount");
-        return;
-    };
+    let Some(root) = cgroup2_root() else { return };
     let f = Fixture::with_cgroup_root(root);
     let b = f.bundle(&["sh", "-c", "cat /proc/self/cgroup"], |_| {});
     let out = f.rt(&["run", &f.id, "--bundle", b.to_str().unwrap()]);
@@ -410,10 +407,7 @@ fn exec_on_cgroup_v2_runs_in_the_container_cgroup() {
     if !require_root() {
         return;
     }
-    let Some(root) = cgroup2_root() else {
-        eprintln!("skipping: no cgroup2 mount");
-        return;
-    };
+    let Some(root) = cgroup2_root() else { return };
     let f = Fixture::with_cgroup_root(root);
     let b = f.bundle(&["sleep", "100"], |_| {});
     f.rt_ok(&["create", &f.id, "--bundle", b.to_str().unwrap()]);
@@ -426,7 +420,8 @@ fn exec_on_cgroup_v2_runs_in_the_container_cgroup() {
     assert!(!root.join(f.cgroups_path().trim_start_matches('/')).exists());
 }
 
-/// The node's cgroup2 hierarchy: the root on a v2 node, `unified` on a hybrid one.
+/// The node's cgroup2 hierarchy: the root on a v2 node, `unified` on a hybrid one;
+/// None (the caller skips, with this message) on a v1-only node.
 fn cgroup2_root() -> Option<&'static Path> {
     let unified = Path::new("/sys/fs/cgroup/unified");
     if minion_runtime::cgroups::detect(Path::new(CGROUP_ROOT)).ok() == Some(minion_runtime::cgroups::Mode::V2) {
@@ -434,6 +429,7 @@ fn cgroup2_root() -> Option<&'static Path> {
     } else if unified.join("cgroup.procs").exists() {
         Some(unified)
     } else {
+        eprintln!("skipping: no cgroup2 mount");
         None
     }
 }
@@ -445,10 +441,7 @@ fn cgroup_v2_device_program_enforces_the_allowlist() {
     if !require_root() {
         return;
     }
-    let Some(root) = cgroup2_root() else {
-        eprintln!("skipping: no cgroup2 mount");
-        return;
-    };
+    let Some(root) = cgroup2_root() else { return };
     let script = "(: > /dev/kmsg) 2>/dev/null && echo kmsg-open || echo kmsg-denied; echo x > /dev/null && echo devnull";
     for (resources, want) in [
         (json!({}), "kmsg-denied"),
