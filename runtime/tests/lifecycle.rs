@@ -72,6 +72,8 @@ impl Fixture {
             .arg(self.path("images"))
             .arg("--cgroup-root")
             .arg(&self.cgroup_root)
+            .arg("--log")
+            .arg(self.path("runtime.log"))
             .args(args)
             .output()
             .unwrap()
@@ -160,6 +162,11 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the runtime and its monitor said (--log is also the monitor's stderr).
+            let log = fs::read_to_string(self.path("runtime.log")).unwrap_or_default();
+            eprintln!("--log of {}: {log}", self.id);
+        }
         let _ = self.rt(&["delete", "--force", &self.id]);
         for top in self.cgroup_dirs() {
             for sub in ["pod/ctr", "pod", ""] {
@@ -181,11 +188,9 @@ fn run_reports_exit_code_and_writes_cri_log() {
     }
     let f = Fixture::new();
     let b = f.bundle(&["/bin/sh", "-c", "echo hi; echo oops >&2; exit 3"], |_| {});
-    let diag = f.path("runtime.log");
-    let out = f.rt(&["--log", diag.to_str().unwrap(), "run", &f.id, "--bundle", b.to_str().unwrap()]);
+    let out = f.rt(&["run", &f.id, "--bundle", b.to_str().unwrap()]);
     let log = f.log();
-    let runtime_log = fs::read_to_string(&diag).unwrap_or_default();
-    assert_eq!(out.status.code(), Some(3), "stderr: {}\nCRI log: {log}\n--log: {runtime_log}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "stderr: {}\nCRI log: {log}", String::from_utf8_lossy(&out.stderr));
     assert!(log.contains(" stdout F hi\n"), "{log}");
     assert!(log.contains(" stderr F oops\n"), "{log}");
     let first = log.lines().next().unwrap();
