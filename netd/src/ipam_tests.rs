@@ -208,6 +208,15 @@ fn the_hint_is_rewritten_in_place_when_shorter_and_over_garbage() {
 }
 
 /// Every allocation is found through the index (the invariant a crash may not break).
+/// A /28 network "n" in a fresh data dir: the dir (kept alive by the guard), the
+/// store's directory and its address range.
+fn index_fixture() -> (tempfile::TempDir, PathBuf, AddressRange) {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = conf("10.0.0.0/28", None, None, tmp.path());
+    let (dir, r) = (c.network_dir("n"), AddressRange::from_conf(&c));
+    (tmp, dir, r)
+}
+
 fn assert_index_consistent(store: &IpamStore) {
     for (ip, owner) in store.list().unwrap() {
         assert_eq!(store.find(&owner).unwrap(), Some(ip), "{owner:?} at {ip}");
@@ -224,11 +233,8 @@ fn entries(store_dir: &Path) -> usize {
 
 #[test]
 fn the_index_follows_add_del_and_gc() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = conf("10.0.0.0/28", None, None, tmp.path());
-    let dir = c.network_dir("n");
+    let (_tmp, dir, r) = index_fixture();
     let store = IpamStore::open(&dir).unwrap();
-    let r = AddressRange::from_conf(&c);
     let a = store.allocate(&r, &Owner::new("a", "eth0")).unwrap();
     let b = store.allocate(&r, &Owner::new("b", "eth0")).unwrap();
     store.allocate(&r, &Owner::new("c", "eth0")).unwrap();
@@ -258,11 +264,8 @@ fn the_index_follows_add_del_and_gc() {
 
 #[test]
 fn the_index_survives_a_crash_at_every_step() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = conf("10.0.0.0/28", None, None, tmp.path());
-    let dir = c.network_dir("n");
+    let (_tmp, dir, r) = index_fixture();
     let store = IpamStore::open(&dir).unwrap();
-    let r = AddressRange::from_conf(&c);
     let a = Owner::new("a", "eth0");
     // ADD crashed after writing the entry, before linking the allocation file: the
     // entry dangles, the owner has nothing, and the next ADD allocates once.
@@ -308,10 +311,7 @@ fn the_index_survives_a_crash_at_every_step() {
 
 #[test]
 fn a_store_without_index_gets_one_built_at_open() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = conf("10.0.0.0/28", None, None, tmp.path());
-    let dir = c.network_dir("n");
-    let r = AddressRange::from_conf(&c);
+    let (_tmp, dir, r) = index_fixture();
     // Allocations written before the index existed, and a build that crashed.
     fs::create_dir_all(dir.join("owners.new")).unwrap();
     fs::write(dir.join("owners.new").join("junk"), "").unwrap();
@@ -342,11 +342,8 @@ fn a_store_without_index_gets_one_built_at_open() {
 
 #[test]
 fn owners_with_path_characters_are_hashed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = conf("10.0.0.0/28", None, None, tmp.path());
-    let dir = c.network_dir("n");
+    let (tmp, dir, r) = index_fixture();
     let store = IpamStore::open(&dir).unwrap();
-    let r = AddressRange::from_conf(&c);
     let odd = Owner::new("../../x", "eth0/1");
     let got = store.allocate(&r, &odd).unwrap();
     assert_eq!(store.find(&odd).unwrap(), Some(got));

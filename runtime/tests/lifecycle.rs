@@ -405,8 +405,8 @@ fn cgroup_v2_unified_mount() {
     assert!(!root.join(f.cgroups_path().trim_start_matches('/')).exists());
 }
 
-/// `exec` on cgroup v2: the process is forked straight into the container's
-/// cgroup (clone3), and sees it as its own.
+/// `exec` on cgroup v2: the helper joins the container's cgroup through
+/// `cgroup.procs` before it forks the process, which sees the cgroup as its own.
 #[test]
 fn exec_on_cgroup_v2_runs_in_the_container_cgroup() {
     if !require_root() {
